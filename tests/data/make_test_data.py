@@ -41,13 +41,13 @@ def main() -> None:
          HERE / "s2_virginia_10m_6band_crop.tif", Window(1060, 1024, 320, 256))
     # Landsat 8 TOA float32 with -inf nodata (Klamath River mouth).
     crop(scenes / "coastal_tiles/2017-10-02-18-57-29_L8_GREATER_KLAMATH_ms.tif",
-         HERE / "l8_klamath_ms_crop.tif", Window(0, 300, 140, 260))
+         HERE / "l8_klamath_crop_ms.tif", Window(0, 300, 140, 260))
     # Landsat 8 DN, whole-scene footprint corner with its slanted (rotated) nodata collar.
     crop(scenes / "landsat8_150m_footprints/LC81070352015122LGN00_B2B3B4_150m.tif",
          HERE / "l8_collar_crop.tif", Window(1120, 1278, 400, 300))
     # Sentinel-2 4-band scene without CRS or geotransform (Long Island).
     crop(scenes / "coastal_tiles/2015-09-01-15-51-33_S2_ID_ggo1_datetime11-01-23__12_43_49_ms_dup1.tif",
-         HERE / "s2_no_crs_crop.tif", Window(100, 100, 96, 96))
+         HERE / "s2_no_crs_crop_ms.tif", Window(100, 100, 96, 96))
     # Human-labelled Ocean Beach chips: 3 dates x 2 chips (RGB, NIR, labels).
     labels = SHARED / "labels/ocean_beach_s2"
     dates = ["20190125T185649_20190125T185958_T10SEG", "20190912T184949_20190912T190314_T10SEG",

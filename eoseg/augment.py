@@ -1,0 +1,94 @@
+"""Online augmentation on batches: the same geometry for image and label, seeded.
+
+Geometric transforms (applied per sample, identically to image and label):
+- horizontal / vertical flips and 90° rotations (square tiles only);
+- a small random affine as Segmentation Gym's Keras ``ImageDataGenerator`` (rotation ± degrees, shift
+  ± fraction of the size, zoom ± fraction), resampled with ``grid_sample``: bilinear with reflection
+  for the image, nearest for the label, and label pixels mapped from outside the tile set to ignore.
+Photometric jitter (image only, on standardized values): brightness (± shift) and contrast (± relative
+scale about each sample's mean).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from eoseg.classes import NODATA_CLASS
+from eoseg.config import AugmentConfig
+
+
+class Augmenter:
+    """``augmenter(x (N, C, H, W) float, y (N, H, W) int) -> (x, y)``; deterministic for a given seed."""
+
+    def __init__(self, cfg: AugmentConfig, seed: int = 0, ignore_index: int = NODATA_CLASS):
+        self.cfg = cfg
+        self.ignore_index = ignore_index
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def _uniform(self, n: int, bound: float) -> torch.Tensor:
+        return (torch.rand(n, generator=self.generator) * 2 - 1) * bound
+
+    def _coin(self, n: int) -> torch.Tensor:
+        return torch.rand(n, generator=self.generator) < 0.5
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.cfg.enabled:
+            return x, y
+        x, y = x.clone(), y.clone()
+        x, y = self._flips(x, y)
+        if self.cfg.rotation or self.cfg.shift or self.cfg.zoom:
+            x, y = self._affine(x, y)
+        if self.cfg.brightness or self.cfg.contrast:
+            x = self._photometric(x)
+        return x, y
+
+    def _flips(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        n = x.shape[0]
+        if self.cfg.hflip:
+            m = self._coin(n)
+            x[m], y[m] = x[m].flip(-1), y[m].flip(-1)
+        if self.cfg.vflip:
+            m = self._coin(n)
+            x[m], y[m] = x[m].flip(-2), y[m].flip(-2)
+        if self.cfg.rot90 and x.shape[-1] == x.shape[-2]:
+            k = torch.randint(0, 4, (n,), generator=self.generator)
+            for i in range(n):
+                if k[i]:
+                    x[i] = torch.rot90(x[i], int(k[i]), dims=(-2, -1))
+                    y[i] = torch.rot90(y[i], int(k[i]), dims=(-2, -1))
+        return x, y
+
+    def theta(self, n: int) -> torch.Tensor:
+        """Random (N, 2, 3) affine matrices in ``affine_grid``'s normalized output→input coordinates."""
+        angle = self._uniform(n, math.radians(self.cfg.rotation))
+        scale = 1.0 + self._uniform(n, self.cfg.zoom)
+        tx, ty = self._uniform(n, 2 * self.cfg.shift), self._uniform(n, 2 * self.cfg.shift)  # [-1, 1] spans 2
+        cos, sin = torch.cos(angle) * scale, torch.sin(angle) * scale
+        return torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
+
+    def _affine(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return warp(x, y, self.theta(x.shape[0]), self.ignore_index)
+
+    def _photometric(self, x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[0]
+        shape = (n, 1, 1, 1)
+        contrast = (1.0 + self._uniform(n, self.cfg.contrast)).view(shape).to(x)
+        brightness = self._uniform(n, self.cfg.brightness).view(shape).to(x)
+        mean = x.mean(dim=(1, 2, 3), keepdim=True)
+        return (x - mean) * contrast + mean + brightness
+
+
+def warp(x: torch.Tensor, y: torch.Tensor, theta: torch.Tensor,
+         ignore_index: int = NODATA_CLASS) -> tuple[torch.Tensor, torch.Tensor]:
+    """Resample image (bilinear, reflection) and label (nearest, outside → ignore) with the same ``theta``."""
+    theta = theta.to(dtype=torch.float32, device=x.device)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    xw = F.grid_sample(x.float(), grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    # labels shifted by +1 so that zero padding marks "outside"; nearest keeps the values exact
+    yl = (y.float() + 1.0).unsqueeze(1)
+    yw = F.grid_sample(yl, grid, mode="nearest", padding_mode="zeros", align_corners=False).squeeze(1)
+    out = torch.where(yw == 0, torch.full_like(yw, ignore_index + 1), yw) - 1
+    return xw.to(x.dtype), out.round().to(y.dtype)

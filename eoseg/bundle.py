@@ -1,0 +1,341 @@
+"""Model bundles: a directory holding ``model.safetensors`` (the state dict) and ``card.json``.
+
+The card says everything needed to use the weights: architecture and its parameters, band roles
+in input order, standardization, class scheme, tile defaults, training provenance and metrics.
+:func:`load_bundle` rebuilds the model through the registry and loads the weights strictly; loaded
+bundles are cached per (directory, device, file stamps), so repeated loads in a worker are free.
+Packaged bundles live in ``eoseg/weights/<name>/``.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import os
+import secrets
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from eoseg.classes import COASTAL, ClassScheme
+from eoseg.errors import BundleError, ConfigError, EosegError, ModelNotFoundError, OutputError, OutputExistsError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "model.safetensors"
+CARD_FILE = "card.json"
+REQUIRED_KEYS = ("name", "arch", "bands")
+_CARD_TYPES = {
+    "name": str, "arch": str, "arch_params": dict, "standardization": dict, "classes": dict,
+    "tile_size": int, "overlap": int, "training": dict, "metrics": dict, "description": str,
+    "eoseg_version": str, "created": str,
+}
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _version() -> str:
+    from eoseg import __version__
+
+    return __version__
+
+
+def _default_standardization() -> dict:
+    return {"mode": "scene", "mean": None, "std": None}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelCard:
+    """What a bundle's weights are and how to feed them."""
+
+    name: str
+    arch: str
+    bands: tuple[str, ...]
+    arch_params: dict = field(default_factory=dict)
+    standardization: dict = field(default_factory=_default_standardization)
+    classes: dict = field(default_factory=COASTAL.to_dict)
+    tile_size: int = 512
+    overlap: int = 64
+    training: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+    description: str = ""
+    eoseg_version: str = field(default_factory=_version)
+    created: str = field(default_factory=_now)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "bands", tuple(self.bands))
+
+    @property
+    def scheme(self) -> ClassScheme:
+        return ClassScheme.from_dict(self.classes)
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["bands"] = list(self.bands)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str | os.PathLike | None = None) -> ModelCard:
+        """Build a card; unknown keys are logged and ignored, missing required keys raise BundleError."""
+        if not isinstance(data, dict):
+            raise BundleError("card is not a JSON object", path=source, fix="write the card with save_bundle()")
+        known = {f.name for f in fields(cls)}
+        extra = sorted(set(data) - known)
+        if extra:
+            log.warning("%s: ignoring unknown card keys: %s", source or "card", ", ".join(extra))
+        for key in REQUIRED_KEYS:
+            if key not in data:
+                raise BundleError(f"card is missing the required key {key!r}", path=source,
+                                  fix=f"add {key!r} to the card (required: {', '.join(REQUIRED_KEYS)})")
+        values = {k: v for k, v in data.items() if k in known}
+        _check_card_values(values, source)
+        return cls(**values)
+
+
+def _check_card_values(values: dict, source: str | os.PathLike | None) -> None:
+    for key, kind in _CARD_TYPES.items():
+        value = values.get(key)
+        if key in values and (not isinstance(value, kind) or (kind is int and isinstance(value, bool))):
+            raise BundleError(f"card key {key!r} should be {kind.__name__}, got {value!r}", path=source,
+                              fix="correct the card or re-save the bundle")
+    bands = values["bands"]
+    if not isinstance(bands, list | tuple) or not bands or not all(isinstance(b, str) for b in bands):
+        raise BundleError(f"card key 'bands' should be a non-empty list of band roles, got {bands!r}",
+                          path=source, fix='use e.g. ["red", "green", "blue"]')
+    if "classes" in values:
+        try:
+            ClassScheme.from_dict(values["classes"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BundleError(f"card key 'classes' is not a class scheme ({exc!r})", path=source,
+                              fix="use eoseg.classes.ClassScheme.to_dict()") from None
+
+
+def read_card(path: str | os.PathLike) -> ModelCard:
+    """Read ``card.json`` (no torch import)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise BundleError(f"cannot read the card ({exc.strerror or exc})", path=path,
+                          fix="check the bundle directory holds card.json") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BundleError(f"card is not valid JSON ({exc.msg} at line {exc.lineno})", path=path,
+                          fix="restore card.json or re-save the bundle with save_bundle()") from None
+    return ModelCard.from_dict(data, source=path)
+
+
+@dataclass(frozen=True, eq=False)
+class ModelBundle:
+    """A loaded bundle; ``model`` is in eval mode and shared by the cache: copy it before training."""
+
+    card: ModelCard
+    model: nn.Module
+    path: Path | None
+    sha256: str
+
+    @property
+    def scheme(self) -> ClassScheme:
+        return self.card.scheme
+
+    @property
+    def bands(self) -> tuple[str, ...]:
+        return self.card.bands
+
+    @property
+    def input_multiple(self) -> int:
+        from eoseg.models import input_multiple
+
+        return input_multiple(self.card.arch)
+
+
+# ---------------------------------------------------------------- locating bundles
+
+
+def _weights_root() -> Path:
+    return Path(str(resources.files("eoseg").joinpath("weights")))
+
+
+def packaged_bundles() -> list[str]:
+    """Names of the bundles shipped in ``eoseg/weights/``."""
+    root = _weights_root()
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if (p / CARD_FILE).is_file())
+
+
+def _not_found(name_or_path: str | os.PathLike) -> ModelNotFoundError:
+    names = packaged_bundles()
+    choices = f"packaged bundles: {', '.join(names)}" if names else "no bundles are packaged"
+    return ModelNotFoundError("no model bundle with this name or path", path=name_or_path,
+                              fix=f"pass a bundle directory or its card.json ({choices})")
+
+
+def resolve_bundle(name_or_path: str | os.PathLike) -> Path:
+    """The bundle directory for a packaged name, a directory or a file inside one (card.json)."""
+    path = Path(name_or_path).expanduser()
+    if path.is_file():
+        path = path.parent
+    elif not path.is_dir():
+        packaged = _weights_root() / str(name_or_path)
+        if os.sep in str(name_or_path) or "/" in str(name_or_path) or not packaged.is_dir():
+            raise _not_found(name_or_path)
+        path = packaged
+    for fname in (CARD_FILE, MODEL_FILE):
+        if not (path / fname).is_file():
+            raise BundleError(f"bundle is missing {fname}", path=path,
+                              fix=f"a bundle directory holds {MODEL_FILE} and {CARD_FILE} as written by save_bundle()")
+    return path.resolve()
+
+
+# ---------------------------------------------------------------- loading
+
+
+def bundle_sha256(directory: str | os.PathLike) -> str:
+    """sha256 over the safetensors bytes then the card bytes."""
+    digest = hashlib.sha256()
+    for fname in (MODEL_FILE, CARD_FILE):
+        with open(Path(directory) / fname, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def build_from_card(card: ModelCard, source: str | os.PathLike | None = None) -> nn.Module:
+    """A fresh model of the card's architecture (``encoder_weights`` dropped: the bundle holds them)."""
+    from eoseg.models import build_model
+
+    params = {k: v for k, v in card.arch_params.items() if k != "encoder_weights"}
+    try:
+        return build_model(card.arch, in_channels=len(card.bands), num_classes=len(card.scheme), **params)
+    except EosegError as exc:
+        raise BundleError(f"cannot build the card's model {card.arch!r}: {exc.problem}", path=source,
+                          fix=exc.fix) from None
+
+
+def _read_state(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path), device="cpu")
+    except Exception as exc:  # SafetensorError, OSError, ...
+        raise BundleError(f"weights cannot be read ({exc})", path=path,
+                          fix="restore model.safetensors or re-save the bundle") from None
+
+
+def _load_strict(model: nn.Module, state: dict, source: str | os.PathLike) -> None:
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        detail = " ".join(line.strip() for line in first[1:3])[:300]
+        raise BundleError(f"weights do not match the card's architecture ({detail})", path=source,
+                          fix="check arch, arch_params, bands and classes in card.json") from None
+
+
+def _torch_device(device: str | torch.device) -> torch.device:
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"unknown device {device!r}", path="device", fix="use 'cpu', 'cuda' or 'cuda:N'") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("CUDA is not available", path="device", fix="use device='cpu'")
+    return dev
+
+
+@functools.lru_cache(maxsize=16)
+def _load_cached(directory: str, device: str, stamp: tuple) -> ModelBundle:
+    path = Path(directory)
+    card = read_card(path / CARD_FILE)
+    model = build_from_card(card, path / CARD_FILE)
+    _load_strict(model, _read_state(path / MODEL_FILE), path / MODEL_FILE)
+    model.to(device).eval()
+    return ModelBundle(card=card, model=model, path=path, sha256=bundle_sha256(path))
+
+
+def _stamp(directory: Path) -> tuple:
+    stats = [(directory / f).stat() for f in (MODEL_FILE, CARD_FILE)]
+    return tuple((s.st_mtime_ns, s.st_size, s.st_ino) for s in stats)
+
+
+def load_bundle(name_or_path: str | os.PathLike, device: str | torch.device = "cpu") -> ModelBundle:
+    """Load a packaged bundle by name, a bundle directory, or its card.json (cached; model in eval mode)."""
+    directory = resolve_bundle(name_or_path)
+    dev = _torch_device(device)
+    return _load_cached(str(directory), str(dev), _stamp(directory))
+
+
+# ---------------------------------------------------------------- saving
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "tolist"):  # numpy / torch arrays and scalars
+        return value.tolist()
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, set | frozenset):
+        return sorted(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def card_json(card: ModelCard) -> str:
+    try:
+        return json.dumps(card.to_dict(), indent=2, default=_json_default, allow_nan=True) + "\n"
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"card cannot be written as JSON ({exc})", path=card.name,
+                          fix="keep card values to str, numbers, lists and dicts") from None
+
+
+def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    model = getattr(model, "_orig_mod", model)  # torch.compile wrapper
+    return {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+
+
+def _write_temp(directory: Path, fname: str, write: Callable[[str], object]) -> Path:
+    """Write through ``write(path)`` to a hidden temporary name in ``directory``."""
+    tmp = directory / f".{fname}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    try:
+        write(str(tmp))
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def save_bundle(model: nn.Module, card: ModelCard, directory: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Write ``model.safetensors`` and ``card.json`` into ``directory`` (temporary names, then rename)."""
+    from safetensors.torch import save_file
+
+    directory = Path(directory).expanduser()
+    if not overwrite and any((directory / f).exists() for f in (MODEL_FILE, CARD_FILE)):
+        raise OutputExistsError("a model bundle already exists here", path=directory,
+                                fix="pass overwrite=True (--overwrite) or choose another directory")
+    state = _cpu_state(model)
+    _load_strict(build_from_card(card, directory), state, directory)  # would it load back?
+    text = card_json(card)
+    tmps: list[Path] = []
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        tmps.append(_write_temp(directory, MODEL_FILE, lambda p: save_file(state, p, metadata={"arch": card.arch})))
+        tmps.append(_write_temp(directory, CARD_FILE, lambda p: Path(p).write_text(text, encoding="utf-8")))
+        for tmp, fname in zip(tmps, (MODEL_FILE, CARD_FILE), strict=True):
+            os.replace(tmp, directory / fname)
+    except OSError as exc:
+        for tmp in tmps:
+            tmp.unlink(missing_ok=True)
+        raise OutputError(f"cannot write the bundle ({exc.strerror or exc})", path=directory,
+                          fix="check the directory is writable and the disk has space") from None
+    return directory

@@ -1,0 +1,194 @@
+"""Output planning and atomic writes.
+
+Every output is written under a temporary name in its final directory and renamed over the final
+name (``os.replace``) only once complete, so a crash or an error never leaves a half-written file
+under a final name. Temporary names start with ``.`` and keep the final suffix (GDAL picks drivers
+by extension): ``x_classes.tif`` is written as ``.x_classes.tmp.tif``. Helpers that need a second
+temporary next to the same output (a staging GeoTIFF) add a tag: ``.x_classes.stage.tmp.tif``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from eoseg.errors import OutputError, OutputExistsError
+
+TMP_MARK = "tmp"
+AUX_SUFFIX = ".aux.xml"
+WRITABLE_FIX = "choose a writable directory with --out"
+EXISTS_FIX = "pass --overwrite or choose another --out"
+
+
+@dataclass(frozen=True)
+class OutputPaths:
+    """Where one scene's outputs go. ``probs`` is None when probabilities are not written."""
+
+    out_dir: Path
+    stem: str
+    classes: Path
+    qml: Path
+    probs: Path | None
+    polygons: Path
+    stac: Path
+
+    @property
+    def classes_aux(self) -> Path:
+        """The GDAL PAM sidecar of the class raster (category names)."""
+        return aux_path(self.classes)
+
+    def files(self) -> list[Path]:
+        """Every file this plan writes, in the order they are checked."""
+        paths = [self.classes, self.classes_aux, self.qml, self.probs, self.polygons, self.stac]
+        return [p for p in paths if p is not None]
+
+    def assets(self) -> dict[str, Path]:
+        """STAC asset key → file, for :func:`eoseg.outputs.stac.write_stac_item`."""
+        assets = {"classes": self.classes, "classes_metadata": self.classes_aux, "classes_style": self.qml}
+        if self.probs is not None:
+            assets["probabilities"] = self.probs
+        assets["polygons"] = self.polygons
+        return assets
+
+
+def aux_path(path: Path) -> Path:
+    """``x.tif`` → ``x.tif.aux.xml`` (GDAL's PAM sidecar)."""
+    return path.with_name(path.name + AUX_SUFFIX)
+
+
+def temporary_path(final: Path, tag: str = "") -> Path:
+    """The temporary name for ``final``: ``.<stem>.[<tag>.]tmp<suffix>`` in the same directory."""
+    final = Path(final)
+    middle = f"{tag}.{TMP_MARK}" if tag else TMP_MARK
+    return final.with_name(f".{final.stem}.{middle}{final.suffix}")
+
+
+def output_files(out_dir: Path, stem: str, *, probabilities: bool = True) -> OutputPaths:
+    """The output names for ``stem`` in ``out_dir``, without touching the file system."""
+    out_dir = Path(out_dir)
+    return OutputPaths(
+        out_dir=out_dir,
+        stem=stem,
+        classes=out_dir / f"{stem}_classes.tif",
+        qml=out_dir / f"{stem}_classes.qml",
+        probs=out_dir / f"{stem}_probs.tif" if probabilities else None,
+        polygons=out_dir / f"{stem}_polygons.gpkg",
+        stac=out_dir / f"{stem}.stac.json",
+    )
+
+
+def _check_stem(stem: str) -> None:
+    if not stem or stem.startswith(".") or "/" in stem or os.sep in stem:
+        raise OutputError(
+            f"output stem {stem!r} is not a plain file name", path=stem or "<empty stem>",
+            fix="use a name without directory separators or a leading dot",
+        )
+
+
+def _make_dir(out_dir: Path) -> None:
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create the output directory ({exc.strerror or exc})", path=out_dir,
+                          fix=WRITABLE_FIX) from exc
+    if not out_dir.is_dir():
+        raise OutputError("the output path is not a directory", path=out_dir, fix=WRITABLE_FIX)
+
+
+def _check_writable(out_dir: Path, stem: str) -> None:
+    """``os.access`` and a real probe file (access() says yes for root even where writes fail)."""
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        raise OutputError("the output directory is not writable", path=out_dir, fix=WRITABLE_FIX)
+    probe = temporary_path(out_dir / f"{stem}_classes.tif", tag="probe")
+    try:
+        with open(probe, "wb") as fh:
+            fh.write(b"eoseg")
+    except OSError as exc:
+        raise OutputError(f"cannot write in the output directory ({exc.strerror or exc})", path=out_dir,
+                          fix=WRITABLE_FIX) from exc
+    finally:
+        with contextlib.suppress(OSError):
+            probe.unlink()
+
+
+def _check_existing(plan: OutputPaths) -> None:
+    for path in plan.files():
+        if path.exists() or path.is_symlink():
+            raise OutputExistsError("output exists", path=path, fix=EXISTS_FIX)
+
+
+def plan_outputs(out_dir: Path, stem: str, *, probabilities: bool, overwrite: bool) -> OutputPaths:
+    """Decide and check the output paths before any work is done.
+
+    Creates ``out_dir`` if needed. Raises :class:`OutputError` if it cannot be created or written
+    to, and :class:`OutputExistsError` naming the first existing output unless ``overwrite``.
+    Nothing that exists is modified.
+    """
+    _check_stem(stem)
+    out_dir = Path(out_dir)
+    _make_dir(out_dir)
+    plan = output_files(out_dir, stem, probabilities=probabilities)
+    if not overwrite:
+        _check_existing(plan)
+    _check_writable(out_dir, stem)
+    return plan
+
+
+def remove_quietly(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        Path(path).unlink()
+
+
+def remove_with_sidecars(path: Path) -> None:
+    """Remove ``path`` and files GDAL/SQLite may have made next to it (``-journal``, ``.aux.xml``, ``.ovr``)."""
+    path = Path(path)
+    remove_quietly(path)
+    if path.parent.is_dir():
+        for other in path.parent.glob(f"{_glob_escape(path.name)}*"):
+            if other.is_file() or other.is_symlink():
+                remove_quietly(other)
+
+
+def _glob_escape(name: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
+
+
+@contextlib.contextmanager
+def atomic_write(final: Path) -> Iterator[Path]:
+    """Yield a temporary path next to ``final``; rename it over ``final`` on success, remove it on error."""
+    final = Path(final)
+    tmp = temporary_path(final)
+    remove_with_sidecars(tmp)
+    try:
+        yield tmp
+        if not tmp.exists():
+            raise OutputError("the writer produced no file", path=final,
+                              fix="report this as a bug in eoseg")
+        os.replace(tmp, final)
+    except BaseException:
+        remove_with_sidecars(tmp)
+        raise
+
+
+def temporaries(out_dir: Path, stem: str) -> list[Path]:
+    """Leftover temporaries of ``stem``'s outputs in ``out_dir`` (from a killed run)."""
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        return []
+    found: set[Path] = set()
+    for final in output_files(out_dir, stem).files():
+        for path in out_dir.glob(f".{_glob_escape(final.stem)}.*"):
+            if f".{TMP_MARK}" in path.name[len(final.stem) + 1:] and (path.is_file() or path.is_symlink()):
+                found.add(path)
+    return sorted(found)
+
+
+def cleanup_temporaries(out_dir: Path, stem: str) -> list[Path]:
+    """Remove leftover temporaries of ``stem``'s outputs; returns what was removed."""
+    removed = temporaries(out_dir, stem)
+    for path in removed:
+        remove_quietly(path)
+    return removed

@@ -1,0 +1,385 @@
+"""Opening a scene: preflight, band-role mapping and reading windows.
+
+A :class:`Scene` is a value describing one GeoTIFF (size, CRS, transform, nodata) and which of its
+bands feed the model's band roles, in role order. :func:`open_scene` refuses what cannot be
+processed with one clear error; :func:`preflight` reads every block of the mapped bands (a file that
+opens can still be truncated) and gathers the per-band statistics that scene standardization uses,
+so the scene is read once before any model work.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.enums import ColorInterp
+from rasterio.errors import NotGeoreferencedWarning, RasterioError
+from rasterio.windows import Window
+
+from eoseg.errors import BandMappingError, EmptySceneError, GeoreferenceError, SceneReadError
+
+log = logging.getLogger(__name__)
+
+# Band designations by sensor family (USGS / ESA band numbering).
+SENTINEL2 = {
+    "B01": "coastal", "B02": "blue", "B03": "green", "B04": "red", "B05": "rededge1", "B06": "rededge2",
+    "B07": "rededge3", "B08": "nir", "B8A": "nir08", "B09": "watervapour", "B10": "cirrus", "B11": "swir1",
+    "B12": "swir2",
+}
+LANDSAT_OLI = {
+    "B1": "coastal", "B2": "blue", "B3": "green", "B4": "red", "B5": "nir", "B6": "swir1", "B7": "swir2",
+    "B8": "pan", "B9": "cirrus", "B10": "tir1", "B11": "tir2", "BQA": "qa", "QA_PIXEL": "qa",
+}
+LANDSAT_TM = {
+    "B1": "blue", "B2": "green", "B3": "red", "B4": "nir", "B5": "swir1", "B6": "tir1", "B7": "swir2",
+    "B8": "pan", "BQA": "qa",
+}
+PLAIN_NAMES = {
+    "coastal": "coastal", "aerosol": "coastal", "blue": "blue", "green": "green", "red": "red",
+    "nir": "nir", "nearinfrared": "nir", "nearir": "nir", "nir08": "nir08", "rededge": "rededge1",
+    "rededge1": "rededge1", "rededge2": "rededge2", "rededge3": "rededge3", "swir": "swir1", "swir1": "swir1",
+    "swir16": "swir1", "swir2": "swir2", "swir22": "swir2", "pan": "pan", "panchromatic": "pan", "qa": "qa",
+    "r": "red", "g": "green", "b": "blue",
+}
+# Roles that can stand in for a missing one.
+FALLBACK_ROLES = {"nir": ("nir08",), "nir08": ("nir",)}
+
+_SENSOR_PATTERNS = (
+    ("sentinel2", re.compile(r"(^|[^A-Z0-9])(S2[AB]?|SENTINEL-?2|MSI)([^A-Z0-9]|$)|_S2_", re.I)),
+    ("landsat_oli",
+     re.compile(r"(^|[^A-Z0-9])(L[COT]0?[89]|L[89]|LANDSAT_?[89])([^A-Z0-9]|$)|_L[89]_|^L[COT]0?[89]", re.I)),
+    ("landsat_tm", re.compile(r"(^|[^A-Z0-9])(L[ET]0?[457]|L[457]|LANDSAT_?[457])([^A-Z0-9]|$)|_L[457]_", re.I)),
+)
+
+
+@dataclass(frozen=True)
+class Scene:
+    """One scene and the bands that feed the model, 1-based, in role order."""
+
+    path: Path
+    width: int
+    height: int
+    count: int
+    dtype: str
+    crs: CRS | None
+    transform: Affine
+    nodata: float | None
+    band_indexes: tuple[int, ...]
+    roles: tuple[str, ...]
+    georeferenced: bool
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.height, self.width
+
+    @property
+    def stem(self) -> str:
+        return self.path.name.rsplit(".", 1)[0] if self.path.suffix else self.path.name
+
+
+@dataclass(frozen=True)
+class SceneStats:
+    """Per-band statistics over the valid pixels of a scene (from a regular sample)."""
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    p02: tuple[float, ...]
+    p98: tuple[float, ...]
+    valid_fraction: float
+
+
+# ---------------------------------------------------------------------------------------------- sensors
+
+
+def detect_sensor(name: str, tags: dict[str, str] | None = None) -> str | None:
+    """Sensor family from a file name or dataset tags: 'sentinel2', 'landsat_oli', 'landsat_tm' or None."""
+    text = " ".join([name, *(tags or {}).values()])
+    for sensor, pattern in _SENSOR_PATTERNS:
+        if pattern.search(text):
+            return sensor
+    return None
+
+
+def role_of(designation: str, sensor: str | None) -> str | None:
+    """The band role a description such as 'B02', 'SR_B5', 'B8A', 'nir' or 'Red' stands for."""
+    text = designation.strip()
+    key = re.sub(r"[\s_\-]", "", text).lower()
+    if key in PLAIN_NAMES:
+        return PLAIN_NAMES[key]
+    code = re.sub(r"^(SR_|TOA_|ST_)", "", text.upper())
+    match = re.fullmatch(r"B(?:AND)?_?0*(\d{1,2}A?)", code)
+    if code in LANDSAT_OLI and not match:
+        return LANDSAT_OLI[code]
+    if not match:
+        return None
+    number = match.group(1)  # leading zeros stripped: 'B02' -> '2', 'B8A' -> '8A'
+    if sensor == "sentinel2":
+        return SENTINEL2.get("B8A" if number == "8A" else f"B{int(number):02d}")
+    table = LANDSAT_TM if sensor == "landsat_tm" else LANDSAT_OLI
+    return table.get(f"B{int(number)}") if number.isdigit() else None
+
+
+def _roles_from_filename(stem: str, count: int, sensor: str | None) -> list[str | None] | None:
+    """Band lists written into file names ('..._B2B3B4_150m') or known layouts (CoastSat '_ms', '_pan')."""
+    listed = re.search(r"((?:B\d{1,2}A?){2,})", stem.upper())
+    if listed:
+        codes = re.findall(r"B\d{1,2}A?", listed.group(1))
+        if len(codes) == count:
+            return [role_of(c, sensor) for c in codes]
+    lowered = stem.lower()
+    if lowered.endswith("_pan") and count == 1:
+        return ["pan"]
+    if re.search(r"_ms(_dup\d+)?$", lowered):  # CoastSat multispectral tiles: B, G, R, NIR (+ SWIR1 for Landsat)
+        layout: list[str | None] = ["blue", "green", "red", "nir"]
+        if sensor in ("landsat_oli", "landsat_tm"):
+            layout.append("swir1")
+        return (layout + [None] * count)[:count] if count >= 4 else None
+    return None
+
+
+def _roles_from_colorinterp(colorinterp: Sequence[ColorInterp]) -> list[str | None] | None:
+    named = {ColorInterp.red: "red", ColorInterp.green: "green", ColorInterp.blue: "blue"}
+    roles = [named.get(ci) for ci in colorinterp]
+    return roles if {"red", "green", "blue"} <= set(roles) else None
+
+
+def scene_band_roles(ds: rasterio.io.DatasetReader, path: Path) -> list[str | None]:
+    """The role of each band of an open dataset (None where unknown), from the best evidence available."""
+    sensor = detect_sensor(path.name, ds.tags())
+    descriptions = list(ds.descriptions)
+    if sensor is None and any(d and re.fullmatch(r"B(0\d|8A)", d.strip().upper()) for d in descriptions):
+        sensor = "sentinel2"  # zero-padded band codes (B02, B8A) are Sentinel-2's
+    roles: list[str | None] = [role_of(d, sensor) if d else None for d in descriptions]
+    if any(roles):
+        return roles
+    for guess in (_roles_from_colorinterp(ds.colorinterp), _roles_from_filename(path.stem, ds.count, sensor)):
+        if guess and any(guess):
+            return guess
+    return [None] * ds.count
+
+
+def map_bands(
+    scene_roles: Sequence[str | None],
+    wanted: Sequence[str],
+    path: Path,
+    descriptions: Sequence[str | None] = (),
+) -> tuple[int, ...]:
+    """1-based scene band indexes for the ``wanted`` roles, in order."""
+    indexes: list[int] = []
+    missing: list[str] = []
+    for role in wanted:
+        candidates = (role, *FALLBACK_ROLES.get(role, ()))
+        found = next((i + 1 for c in candidates for i, r in enumerate(scene_roles) if r == c), None)
+        if found is None:
+            missing.append(role)
+        else:
+            indexes.append(found)
+    if missing:
+        have = ", ".join(
+            f"{i + 1}:{(descriptions[i] if i < len(descriptions) and descriptions[i] else '?')}"
+            f"({r or 'unknown'})" for i, r in enumerate(scene_roles)
+        )
+        raise BandMappingError(
+            f"cannot find band(s) {', '.join(missing)} among the scene's bands [{have}]",
+            path=path,
+            fix=f"pass --bands with {len(wanted)} 1-based indexes in the order {','.join(wanted)}",
+        )
+    return tuple(indexes)
+
+
+# ---------------------------------------------------------------------------------------------- opening
+
+
+@contextmanager
+def _reading(path: Path) -> Iterator[rasterio.io.DatasetReader]:
+    """Open a raster, turning every way it can fail into a :class:`SceneReadError`."""
+    if not path.exists():
+        raise SceneReadError("file does not exist", path=path, fix="check the path")
+    if path.is_dir():
+        raise SceneReadError("is a directory, not a raster file", path=path, fix="pass a GeoTIFF file")
+    if path.stat().st_size == 0:
+        raise SceneReadError("file is empty (0 bytes)", path=path, fix="re-download or re-export the scene")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            ds = rasterio.open(path)
+    except RasterioError as exc:
+        raise SceneReadError(
+            f"not a raster GDAL can read ({_first_line(exc)})", path=path,
+            fix="pass a GeoTIFF (or another GDAL raster format)",
+        ) from exc
+    with ds:
+        yield ds
+
+
+def _first_line(exc: BaseException) -> str:
+    """The most specific message in an exception chain (GDAL's own text rather than 'Read failed')."""
+    messages = []
+    while exc is not None:
+        text = str(exc).strip()
+        if text and "see previous exception" not in text.lower():
+            messages.append(text.splitlines()[0].rstrip("."))
+        exc = exc.__cause__ or exc.__context__
+    return messages[-1] if messages else "unknown error"
+
+
+def open_scene(
+    path: str | Path,
+    roles: Sequence[str] | None = None,
+    bands: Sequence[int] | None = None,
+    allow_ungeoreferenced: bool = False,
+) -> Scene:
+    """Open ``path`` and map its bands to ``roles`` (all bands, in file order, when ``roles`` is None).
+
+    ``bands`` (1-based indexes in role order) overrides the automatic mapping.
+    """
+    path = Path(path)
+    with _reading(path) as ds:
+        georeferenced = ds.crs is not None and ds.transform != Affine.identity()
+        if not georeferenced and not allow_ungeoreferenced:
+            raise GeoreferenceError(
+                "has no CRS or geotransform, so outputs could not be placed on a map", path=path,
+                fix="georeference it (e.g. gdal_translate -a_srs/-a_ullr) or pass --allow-ungeoreferenced",
+            )
+        if not georeferenced:
+            log.warning("%s: no CRS or geotransform; outputs carry pixel coordinates", path)
+        indexes, role_names = _resolve_bands(ds, path, roles, bands)
+        return Scene(
+            path=path, width=ds.width, height=ds.height, count=ds.count, dtype=ds.dtypes[0],
+            crs=ds.crs if georeferenced else None, transform=ds.transform if georeferenced else Affine.identity(),
+            nodata=ds.nodata, band_indexes=indexes, roles=role_names, georeferenced=georeferenced,
+        )
+
+
+def _resolve_bands(
+    ds: rasterio.io.DatasetReader, path: Path, roles: Sequence[str] | None, bands: Sequence[int] | None
+) -> tuple[tuple[int, ...], tuple[str, ...]]:
+    if bands is not None:
+        bad = [b for b in bands if not 1 <= b <= ds.count]
+        if bad:
+            raise BandMappingError(
+                f"band index {bad[0]} is out of range; the scene has {ds.count} band(s)", path=path,
+                fix=f"use 1-based indexes between 1 and {ds.count}",
+            )
+        if roles is not None and len(bands) != len(roles):
+            raise BandMappingError(
+                f"--bands gives {len(bands)} band(s) but the model takes {len(roles)} ({', '.join(roles)})",
+                path=path, fix=f"pass {len(roles)} indexes in the order {','.join(roles)}",
+            )
+        names = tuple(roles) if roles is not None else tuple(f"band{b}" for b in bands)
+        return tuple(bands), names
+    scene_roles = scene_band_roles(ds, path)
+    if roles is None:
+        return tuple(range(1, ds.count + 1)), tuple(r or f"band{i + 1}" for i, r in enumerate(scene_roles))
+    if ds.count < len(roles) and not any(scene_roles):
+        raise BandMappingError(
+            f"has {ds.count} band(s) but the model needs {len(roles)} ({', '.join(roles)})", path=path,
+            fix="use a scene with those bands or a model that takes fewer",
+        )
+    return map_bands(scene_roles, roles, path, ds.descriptions), tuple(roles)
+
+
+# ---------------------------------------------------------------------------------------------- reading
+
+
+class SceneReader:
+    """An open scene: reads windows of the mapped bands as float32 with a validity mask."""
+
+    def __init__(self, scene: Scene):
+        self.scene = scene
+        self._ctx = _reading(scene.path)
+        self._ds = self._ctx.__enter__()
+
+    def close(self) -> None:
+        self._ctx.__exit__(None, None, None)
+
+    def __enter__(self) -> SceneReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def read(self, window: Window, pad: tuple[int, int] = (0, 0)) -> tuple[np.ndarray, np.ndarray]:
+        """``(data float32 (C, h+pb, w+pr), valid bool (h+pb, w+pr))``; padding is reflected and invalid."""
+        idx = list(self.scene.band_indexes)
+        try:
+            data = self._ds.read(idx, window=window, out_dtype="float32")
+            masks = self._ds.read_masks(idx, window=window)
+        except RasterioError as exc:
+            raise SceneReadError(
+                f"cannot read pixels (truncated or corrupt file: {_first_line(exc)})", path=self.scene.path,
+                fix="re-download or re-export the scene",
+            ) from exc
+        valid = np.all(masks > 0, axis=0) & np.all(np.isfinite(data), axis=0)
+        if self.scene.nodata is not None and math.isfinite(self.scene.nodata):
+            valid &= np.all(data != np.float32(self.scene.nodata), axis=0)
+        data[:, ~valid] = 0.0
+        pb, pr = pad
+        if pb or pr:
+            data = np.pad(data, ((0, 0), (0, pb), (0, pr)), mode="reflect" if min(data.shape[1:]) > 1 else "edge")
+            valid = np.pad(valid, ((0, pb), (0, pr)), constant_values=False)
+        return data, valid
+
+    def strips(self, rows: int | None = None) -> Iterator[Window]:
+        """Full-width windows covering the scene, aligned to the block height."""
+        block_h = self._ds.block_shapes[0][0]
+        rows = rows or max(block_h, (max(1, 4_000_000 // max(1, self.scene.width)) // block_h) * block_h)
+        for r0 in range(0, self.scene.height, rows):
+            yield Window(0, r0, self.scene.width, min(rows, self.scene.height - r0))
+
+
+def read_window(scene: Scene, window: Window, pad: tuple[int, int] = (0, 0)) -> tuple[np.ndarray, np.ndarray]:
+    """Read one window (opens and closes the file; use :class:`SceneReader` for many windows)."""
+    with SceneReader(scene) as reader:
+        return reader.read(window, pad)
+
+
+def preflight(scene: Scene, max_samples: int = 1_000_000) -> SceneStats:
+    """Read every block of the mapped bands and return per-band statistics of the valid pixels.
+
+    Raises :class:`SceneReadError` for unreadable data and :class:`EmptySceneError` when no pixel is valid.
+    Statistics come from a regular sample (every ``step``-th row and column) of at most ``max_samples`` pixels.
+    """
+    step = max(1, math.ceil(math.sqrt(scene.width * scene.height / max_samples)))
+    samples: list[np.ndarray] = []
+    valid_count = 0
+    with SceneReader(scene) as reader:
+        for window in reader.strips():
+            data, valid = reader.read(window)
+            valid_count += int(valid.sum())
+            offset = (-int(window.row_off)) % step
+            sub, subvalid = data[:, offset::step, ::step], valid[offset::step, ::step]
+            samples.append(sub[:, subvalid])
+    if valid_count == 0:
+        raise EmptySceneError(
+            "has no valid pixels (every pixel is nodata)", path=scene.path,
+            fix="check the nodata value, or choose another scene",
+        )
+    sample = np.concatenate(samples, axis=1).astype(np.float64)
+    if sample.shape[1] == 0:  # valid pixels exist but all fell between sample points
+        with SceneReader(scene) as reader:
+            data, valid = reader.read(Window(0, 0, scene.width, scene.height))
+        sample = data[:, valid].astype(np.float64)
+    p02, p98 = np.percentile(sample, [2, 98], axis=1)
+    return SceneStats(
+        mean=tuple(float(v) for v in sample.mean(axis=1)),
+        std=tuple(float(v) for v in sample.std(axis=1)),
+        p02=tuple(float(v) for v in p02),
+        p98=tuple(float(v) for v in p98),
+        valid_fraction=valid_count / (scene.width * scene.height),
+    )
+
+
+def scene_stats(scene: Scene) -> SceneStats:
+    """Alias of :func:`preflight` for callers that want the statistics."""
+    return preflight(scene)

@@ -1,0 +1,118 @@
+"""Standardization: the transform applied to every tile before the model sees it.
+
+Modes
+- ``scene``: per-band z-score with statistics of the valid pixels of the whole scene, applied
+  identically to every tile (no seams between tiles).
+- ``image``: Segmentation Gym's per-image z-score with all bands pooled,
+  ``(x - mean) / max(std, 1 / sqrt(N))`` (N = number of values). Per tile at predict time.
+- ``fixed``: per-band mean / std stored with the model.
+- ``stretch``: per-band percentile stretch of the scene, ``(x - p02) / (p98 - p02)``, then the stored
+  mean / std z-score. It maps any sensor's scale (DN, reflectance, 8-bit) onto the stretched range of
+  8-bit imagery such as the Ocean Beach chips, while keeping each band's contrast.
+
+Invalid (nodata) pixels are set to 0 after the transform, i.e. to the mean.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Literal
+
+import numpy as np
+
+from eoseg.errors import ConfigError
+
+Mode = Literal["scene", "image", "fixed", "stretch"]
+MODES: tuple[str, ...] = ("scene", "image", "fixed", "stretch")
+_EPS = 1e-6
+
+
+@dataclass(frozen=True)
+class Standardization:
+    mode: Mode
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    low: tuple[float, ...] | None = None  # stretch: per-band 2nd percentile of the scene
+    high: tuple[float, ...] | None = None  # stretch: per-band 98th percentile of the scene
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ConfigError(
+                f"unknown standardization mode {self.mode!r}", path="standardization",
+                fix=f"use one of: {', '.join(MODES)}",
+            )
+
+    @property
+    def needs_scene_stats(self) -> bool:
+        return self.mode in ("scene", "stretch")
+
+    def with_stats(self, mean=None, std=None, low=None, high=None) -> Standardization:
+        """A copy carrying scene statistics (for ``scene`` and ``stretch`` modes)."""
+        if self.mode == "scene":
+            return replace(self, mean=tup(mean), std=tup(std))
+        if self.mode == "stretch":
+            return replace(self, low=tup(low), high=tup(high))
+        return self
+
+    def for_stats(self, stats) -> Standardization:
+        """A copy filled from a :class:`eoseg.scene.SceneStats` (a no-op for ``image`` / ``fixed``)."""
+        return self.with_stats(mean=stats.mean, std=stats.std, low=stats.p02, high=stats.p98)
+
+    def apply(self, x: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+        """Standardize ``x`` (C, H, W) float32; ``valid`` (H, W) marks the pixels that count."""
+        x = np.asarray(x, dtype=np.float32)
+        out = image_zscore(x, valid) if self.mode == "image" else self._per_band(x)
+        if valid is not None:
+            out[:, ~valid] = 0.0
+        return out
+
+    def _per_band(self, x: np.ndarray) -> np.ndarray:
+        if self.mode == "stretch":
+            low, high = self._require("low", "high", x.shape[0])
+            x = (x - low) / np.maximum(high - low, _EPS)
+            if self.mean is None:
+                return x.astype(np.float32)
+        mean, std = self._require("mean", "std", x.shape[0])
+        return ((x - mean) / np.maximum(std, _EPS)).astype(np.float32)
+
+    def _require(self, a: str, b: str, bands: int) -> tuple[np.ndarray, np.ndarray]:
+        va, vb = getattr(self, a), getattr(self, b)
+        if va is None or vb is None:
+            raise ConfigError(
+                f"{self.mode} standardization has no {a}/{b} statistics", path="standardization",
+                fix="compute scene statistics first (Standardization.for_stats) or store them in the model card",
+            )
+        if len(va) != bands or len(vb) != bands:
+            raise ConfigError(
+                f"{self.mode} standardization has statistics for {len(va)} band(s) but the input has {bands}",
+                path="standardization", fix="use statistics computed for the same bands",
+            )
+        shape = (bands, 1, 1)
+        return np.asarray(va, np.float32).reshape(shape), np.asarray(vb, np.float32).reshape(shape)
+
+    def to_dict(self) -> dict:
+        return {"mode": self.mode, "mean": _list(self.mean), "std": _list(self.std),
+                "low": _list(self.low), "high": _list(self.high)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Standardization:
+        return cls(mode=data.get("mode", "scene"), mean=tup(data.get("mean")), std=tup(data.get("std")),
+                   low=tup(data.get("low")), high=tup(data.get("high")))
+
+
+def tup(values) -> tuple[float, ...] | None:
+    return None if values is None else tuple(float(v) for v in values)
+
+
+def _list(values: tuple[float, ...] | None) -> list[float] | None:
+    return None if values is None else list(values)
+
+
+def image_zscore(x: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+    """Segmentation Gym's per-image standardization, all bands pooled, over the valid pixels."""
+    values = x[:, valid] if valid is not None else x.reshape(x.shape[0], -1)
+    if values.size == 0:
+        return np.zeros_like(x, dtype=np.float32)
+    mean = float(values.mean())
+    std = max(float(values.std()), 1.0 / np.sqrt(values.size))
+    return ((x - mean) / std).astype(np.float32)

@@ -1,0 +1,60 @@
+"""Shared fixtures: paths to the tiny real rasters in tests/data, offline model hubs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+DATA = Path(__file__).parent / "data"
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    return DATA
+
+
+@pytest.fixture(scope="session")
+def s2_scene() -> Path:
+    """Sentinel-2 10 m crop (Virginia): B02 B03 B04 B08 B11 B12, uint16, nodata 0."""
+    return DATA / "s2_virginia_10m_6band_crop.tif"
+
+
+@pytest.fixture(scope="session")
+def klamath_scene() -> Path:
+    """Landsat 8 TOA float32, -inf nodata, CoastSat '_ms' layout (no band descriptions)."""
+    return DATA / "l8_klamath_crop_ms.tif"
+
+
+@pytest.fixture(scope="session")
+def collar_scene() -> Path:
+    """Landsat 8 DN with the slanted nodata collar of a whole-scene footprint."""
+    return DATA / "l8_collar_crop.tif"
+
+
+@pytest.fixture(scope="session")
+def nocrs_scene() -> Path:
+    """Sentinel-2 crop without CRS or geotransform."""
+    return DATA / "s2_no_crs_crop_ms.tif"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED.exists():
+        pytest.skip("../shared/data is not present")
+    return SHARED
+
+
+def pytest_collection_modifyitems(config, items):
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

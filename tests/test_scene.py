@@ -1,0 +1,161 @@
+"""Opening scenes: preflight, nodata, band-role mapping and the errors users meet."""
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+import rasterio
+import rasterio.shutil
+from rasterio.windows import Window
+
+from eoseg.errors import BandMappingError, EmptySceneError, GeoreferenceError, SceneReadError
+from eoseg.scene import detect_sensor, open_scene, preflight, read_window, role_of
+
+RGBN = ("blue", "green", "red", "nir")
+
+
+def rewrite(src, dst, fn=None, **profile_updates):
+    """Copy a real raster, optionally changing its data (fn) and profile."""
+    with rasterio.open(src) as ds:
+        data = ds.read()
+        profile = ds.profile | profile_updates
+        descriptions = ds.descriptions
+    if fn is not None:
+        data = fn(data)
+    profile["dtype"] = str(data.dtype)
+    with rasterio.open(dst, "w", **profile) as out:
+        out.write(data)
+        out.descriptions = descriptions
+    return dst
+
+
+def test_sentinel2_descriptions_map_to_roles(s2_scene):
+    scene = open_scene(s2_scene, roles=("nir", "red", "green", "blue", "swir1"))
+    assert scene.band_indexes == (4, 3, 2, 1, 5)
+    assert scene.georeferenced and scene.crs.to_epsg() == 32618
+
+
+def test_coastsat_layout_from_file_name(klamath_scene, nocrs_scene):
+    assert open_scene(klamath_scene, roles=RGBN + ("swir1",)).band_indexes == (1, 2, 3, 4, 5)
+    assert open_scene(nocrs_scene, roles=RGBN, allow_ungeoreferenced=True).band_indexes == (1, 2, 3, 4)
+
+
+def test_landsat_band_numbers_depend_on_sensor():
+    assert role_of("B2", "landsat_oli") == "blue"
+    assert role_of("B2", "landsat_tm") == "green"
+    assert role_of("SR_B5", "landsat_oli") == "nir"
+    assert role_of("B8A", "sentinel2") == "nir08"
+    assert role_of("Near Infrared", None) == "nir"
+    assert detect_sensor("LC81070352015122LGN00_B2B3B4_150m.tif") == "landsat_oli"
+    assert detect_sensor("LE07_L1TP_042034_20170815_T1.tif") == "landsat_tm"
+    assert detect_sensor("S2A_18SVG_20160112_L1C.tif") == "sentinel2"
+
+
+def test_explicit_bands_override_mapping(s2_scene):
+    scene = open_scene(s2_scene, roles=("red", "green", "blue"), bands=(3, 2, 1))
+    assert scene.band_indexes == (3, 2, 1)
+    with pytest.raises(BandMappingError, match="out of range"):
+        open_scene(s2_scene, roles=("red", "green", "blue"), bands=(3, 2, 9))
+    with pytest.raises(BandMappingError, match="--bands gives 2"):
+        open_scene(s2_scene, roles=("red", "green", "blue"), bands=(3, 2))
+
+
+def test_too_few_bands_names_roles_and_bands(collar_scene):
+    with pytest.raises(BandMappingError) as err:
+        open_scene(collar_scene, roles=RGBN)
+    text = str(err.value)
+    assert "nir" in text and "B2(blue)" in text and "--bands" in text
+
+
+def test_missing_crs_is_refused_unless_allowed(nocrs_scene):
+    with pytest.raises(GeoreferenceError, match="no CRS"):
+        open_scene(nocrs_scene, roles=RGBN)
+    scene = open_scene(nocrs_scene, roles=RGBN, allow_ungeoreferenced=True)
+    assert not scene.georeferenced and scene.crs is None
+
+
+def test_zero_byte_non_raster_and_missing_files(tmp_path):
+    empty = tmp_path / "empty.tif"
+    empty.write_bytes(b"")
+    text = tmp_path / "notes.tif"
+    text.write_text("this is not a raster\n")
+    for path, match in ((empty, "empty"), (text, "not a raster"), (tmp_path / "nope.tif", "does not exist")):
+        with pytest.raises(SceneReadError, match=match) as err:
+            open_scene(path)
+        assert str(err.value).startswith(str(path))
+
+
+def test_truncated_file_fails_in_preflight(s2_scene, tmp_path):
+    cog = tmp_path / "truncated.tif"
+    rasterio.shutil.copy(s2_scene, cog, driver="COG", blocksize=128)
+    with open(cog, "r+b") as f:
+        f.truncate(int(os.path.getsize(cog) * 0.6))
+    scene = open_scene(cog, roles=RGBN)  # the header is intact: it opens
+    with pytest.raises(SceneReadError, match="truncated or corrupt"):
+        preflight(scene)
+
+
+def test_inf_nodata_and_nan_are_invalid(klamath_scene, tmp_path):
+    scene = open_scene(klamath_scene, roles=RGBN)
+    data, valid = read_window(scene, Window(0, 0, scene.width, scene.height))
+    with rasterio.open(klamath_scene) as ds:
+        raw = ds.read(1)
+    assert not valid[np.isinf(raw)].any() and valid.any()
+    assert np.isfinite(data).all()
+
+    def add_nan(a):
+        a = a.copy()
+        a[:, :30, :40] = np.nan
+        a[np.isinf(a)] = np.nan
+        return a
+
+    nan_file = rewrite(klamath_scene, tmp_path / "nan_ms.tif", add_nan, nodata=np.nan)
+    scene = open_scene(nan_file, roles=RGBN)
+    _, valid = read_window(scene, Window(0, 0, scene.width, scene.height))
+    assert not valid[:30, :40].any()
+    stats = preflight(scene)
+    assert all(np.isfinite(stats.mean)) and 0 < stats.valid_fraction < 1
+
+
+def test_rotated_collar_statistics_exclude_nodata(collar_scene):
+    scene = open_scene(collar_scene, roles=("blue", "green", "red"))
+    stats = preflight(scene)
+    with rasterio.open(collar_scene) as ds:
+        raw = ds.read()
+    valid = (raw != 0).all(axis=0)  # a pixel is valid when every band is
+    assert 0.2 < stats.valid_fraction < 0.8
+    assert stats.valid_fraction == pytest.approx(valid.mean())
+    assert stats.mean[0] == pytest.approx(raw[0][valid].mean(), rel=0.02)
+
+
+def test_all_nodata_scene_is_refused(s2_scene, tmp_path):
+    path = rewrite(s2_scene, tmp_path / "blank.tif", lambda a: np.zeros_like(a))
+    scene = open_scene(path, roles=RGBN)
+    with pytest.raises(EmptySceneError, match="no valid pixels"):
+        preflight(scene)
+
+
+def test_geographic_crs_opens(s2_scene, tmp_path):
+    from rasterio.warp import calculate_default_transform, reproject
+
+    dst = tmp_path / "wgs84.tif"
+    with rasterio.open(s2_scene) as src:
+        transform, w, h = calculate_default_transform(src.crs, "EPSG:4326", src.width, src.height, *src.bounds)
+        profile = src.profile | {"crs": "EPSG:4326", "transform": transform, "width": w, "height": h}
+        with rasterio.open(dst, "w", **profile) as out:
+            for b in range(1, src.count + 1):
+                reproject(rasterio.band(src, b), rasterio.band(out, b))
+            out.descriptions = src.descriptions
+    scene = open_scene(dst, roles=RGBN)
+    assert scene.crs.is_geographic and preflight(scene).valid_fraction > 0.5
+
+
+def test_read_window_pads_by_reflection_and_marks_padding_invalid(s2_scene, tmp_path):
+    small = tmp_path / "small.tif"
+    shutil.copy(s2_scene, small)
+    scene = open_scene(small, roles=RGBN)
+    data, valid = read_window(scene, Window(0, 0, 53, 37), pad=(27, 11))
+    assert data.shape == (4, 64, 64) and valid.shape == (64, 64)
+    assert valid[:37, :53].all() and not valid[37:].any() and not valid[:, 53:].any()
+    np.testing.assert_array_equal(data[:, 37, :53], data[:, 35, :53])  # reflected row
