@@ -163,13 +163,14 @@ class ModelBundle:
 # ---------------------------------------------------------------- locating bundles
 
 
-def _weights_root() -> Path:
+def weights_dir() -> Path:
+    """The directory of packaged bundles (``eoseg/weights``)."""
     return Path(str(resources.files("eoseg").joinpath("weights")))
 
 
 def packaged_bundles() -> list[str]:
     """Names of the bundles shipped in ``eoseg/weights/``."""
-    root = _weights_root()
+    root = weights_dir()
     if not root.is_dir():
         return []
     return sorted(p.name for p in root.iterdir() if (p / CARD_FILE).is_file())
@@ -188,7 +189,7 @@ def resolve_bundle(name_or_path: str | os.PathLike) -> Path:
     if path.is_file():
         path = path.parent
     elif not path.is_dir():
-        packaged = _weights_root() / str(name_or_path)
+        packaged = weights_dir() / str(name_or_path)
         if os.sep in str(name_or_path) or "/" in str(name_or_path) or not packaged.is_dir():
             raise _not_found(name_or_path)
         path = packaged

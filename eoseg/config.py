@@ -157,6 +157,8 @@ class BundleConfig(_Strict):
     directory: Path | None = None  # default <out>/bundle
     description: str = ""
     overwrite: bool = False
+    tile_size: int | None = None  # predict default recorded in the card (default: the dataset's tile size)
+    overlap: int | None = None  # default: tile_size // 8
 
 
 class TrainConfig(_Strict):

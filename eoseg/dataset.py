@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,8 +65,10 @@ def read_image(path: Path) -> np.ndarray:
     import rasterio
 
     try:
-        with rasterio.open(path) as ds:
-            return ds.read()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+            with rasterio.open(path) as ds:
+                return ds.read()
     except rasterio.errors.RasterioError as exc:
         raise DatasetError(f"cannot read image ({exc})", path=path, fix="check the file is a valid image") from exc
 
@@ -112,13 +115,13 @@ def folder_samples(src: FolderSource) -> Iterator[tuple[str, np.ndarray, np.ndar
     if not labels:
         raise DatasetError("no label images (jpg / png / tif) found", path=src.labels, fix="check the folder")
     for key, label_path in labels.items():
-        layers, paths = [], {"labels": str(label_path)}
+        layers, paths = [], {"labels": str(label_path), "images": []}
         for band, index in folders:
             if key not in index:
                 raise DatasetError(f"no image matches label {label_path.name!r}", path=band.folder,
                                    fix="check file names, or set stem_replace for this band folder")
             layers.append(_fit_channels(read_image(index[key]), len(band.roles), index[key]))
-            paths[str(band.folder)] = str(index[key])
+            paths["images"].append(str(index[key]))
         label = read_label(label_path)
         shapes = {a.shape[1:] for a in layers} | {label.shape}
         if len(shapes) > 1:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from affine import Affine
 from rasterio.crs import CRS
+from rasterio.transform import array_bounds
 from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
 
@@ -54,6 +55,11 @@ class Tile:
     @property
     def width(self) -> int:
         return int(self.window.width)
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        """(left, bottom, right, top) of the tile's window (without padding) in CRS units."""
+        return array_bounds(self.height, self.width, self.transform)
 
 
 def axis_offsets(length: int, size: int, overlap: int) -> list[int]:

@@ -58,3 +58,37 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+def make_bundle(directory: Path, bands=("blue", "green", "red", "nir"), tile_size=128, overlap=32, filters=4,
+                seed=0, mode="scene") -> Path:
+    """A Res-UNet bundle with random (seeded) weights: enough to exercise every path of predict."""
+    import torch
+
+    from eoseg.bundle import ModelCard, save_bundle
+    from eoseg.models import build_model
+
+    torch.manual_seed(seed)
+    params = {"filters": filters}
+    model = build_model("resunet", in_channels=len(bands), num_classes=4, **params)
+    card = ModelCard(name=f"random-resunet-{seed}", arch="resunet", bands=tuple(bands), arch_params=params,
+                     standardization={"mode": mode, "mean": None, "std": None}, tile_size=tile_size,
+                     overlap=overlap, description="random weights for tests")
+    save_bundle(model.eval(), card, directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def random_bundle(tmp_path_factory) -> Path:
+    return make_bundle(tmp_path_factory.mktemp("bundle") / "rgbn")
+
+
+@pytest.fixture(scope="session")
+def random_rgb_bundle(tmp_path_factory) -> Path:
+    return make_bundle(tmp_path_factory.mktemp("bundle") / "rgb", bands=("red", "green", "blue"))
+
+
+@pytest.fixture(scope="session")
+def bundle_factory():
+    """``make_bundle(directory, **options)``: random-weight bundles with chosen bands, tiles and seeds."""
+    return make_bundle

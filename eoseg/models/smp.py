@@ -118,14 +118,18 @@ def _fit_shapes(state: dict[str, torch.Tensor], target: dict[str, torch.Tensor],
 def load_encoder_weights(encoder: nn.Module, value: str | Path) -> None:
     """Load a local encoder state dict (strict=False; missing / unexpected keys are logged)."""
     path = resolve_weights_path(value)
-    state = _fit_shapes(read_state_dict(path), encoder.state_dict(), path)
-    result = encoder.load_state_dict(state, strict=False)
-    if result.missing_keys:
-        log.warning("%s: %d encoder keys not in the file, left random: %s", path, len(result.missing_keys),
-                    ", ".join(result.missing_keys[:8]))
-    if result.unexpected_keys:
-        log.warning("%s: %d keys in the file not used by the encoder: %s", path, len(result.unexpected_keys),
-                    ", ".join(result.unexpected_keys[:8]))
+    target = encoder.state_dict()
+    state = _fit_shapes(read_state_dict(path), target, path)
+    unexpected = sorted(set(state) - set(target))
+    missing = sorted(set(target) - set(state))
+    # nn.Module's loader, not the encoder's override (some smp encoders force strict or return None)
+    nn.Module.load_state_dict(encoder, {k: v for k, v in state.items() if k in target}, strict=False)
+    if missing:
+        log.warning("%s: %d encoder keys not in the file, left random: %s", path, len(missing),
+                    ", ".join(missing[:8]))
+    if unexpected:
+        log.warning("%s: %d keys in the file not used by the encoder: %s", path, len(unexpected),
+                    ", ".join(unexpected[:8]))
 
 
 def _create(arch: str, in_channels: int, num_classes: int, encoder_name: str, **params) -> nn.Module:

@@ -1,0 +1,151 @@
+"""Benchmark: end-to-end prediction vs the bare model forward, and peak memory vs scene size.
+
+Measured in one run (machines are noisy, so ratios are what count):
+- end-to-end megapixels/s of ``Predictor.predict`` (read, preflight, standardize, forward, stitch,
+  COG, polygons, style, STAC) on the Sentinel-2 Virginia 10 m scene (1932 × 1946 px);
+- bare model forward megapixels/s over the same tiles (already read and standardized in memory);
+- their ratio (target >= 0.85);
+- peak RSS of a prediction on that scene and on the same scene resampled 4× per side (16× the area,
+  7728 × 7784 px: the size of a full Landsat scene), each in its own process; their ratio (target <= 1.2).
+
+Usage: python bench/predict.py [--model resunet] [--precision auto] [--skip-large]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+VIRGINIA = ROOT.parent / "shared/data/scenes/sentinel2_virginia/S2A_18SVG_20160112_L1C_virginia_10m_6band.tif"
+
+
+def resample(src: Path, dst: Path, factor: int) -> Path:
+    """Write ``src`` upsampled ``factor``× per side (bilinear), strip by strip."""
+    import rasterio
+    from rasterio.enums import Resampling
+    from rasterio.windows import Window
+
+    with rasterio.open(src) as ds:
+        profile = ds.profile | {"width": ds.width * factor, "height": ds.height * factor, "tiled": True,
+                                "blockxsize": 512, "blockysize": 512, "compress": "deflate", "BIGTIFF": "IF_SAFER",
+                                "transform": ds.transform * ds.transform.scale(1 / factor, 1 / factor)}
+        with rasterio.open(dst, "w", **profile) as out:
+            out.descriptions = ds.descriptions
+            step = 128
+            for r0 in range(0, ds.height, step):
+                h = min(step, ds.height - r0)
+                data = ds.read(window=Window(0, r0, ds.width, h), out_shape=(ds.count, h * factor, ds.width * factor),
+                               resampling=Resampling.bilinear)
+                out.write(data, window=Window(0, r0 * factor, ds.width * factor, h * factor))
+    return dst
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def child(args: argparse.Namespace) -> None:
+    """Runs in a subprocess: one measurement, printed as JSON on the last line."""
+    from eoseg.predict import Predictor, PredictSettings
+
+    predictor = Predictor(args.model, PredictSettings(precision=args.precision, batch_size=args.batch_size,
+                                                      overwrite=True))
+    baseline = peak_rss_mib()
+    out = {"device": str(predictor.device), "precision": predictor.precision, "tile": predictor.tile_size,
+           "overlap": predictor.overlap, "rss_after_model_mib": baseline}
+    if args.mode == "e2e":
+        result = predictor.predict(args.scene, args.out, progress=False)
+        out |= {"seconds": result.seconds, "pixels": result.width * result.height, "tiles": result.tiles}
+    else:
+        out |= bare_forward(predictor, args.scene, args.batch_size)
+    out["peak_rss_mib"] = peak_rss_mib()
+    print(json.dumps(out))
+
+
+def bare_forward(predictor, scene_path: str, batch_size: int) -> dict:
+    """Time only the forward passes over the scene's tiles, read and standardized beforehand."""
+    from eoseg.grid import TileGrid
+    from eoseg.predict import strip_tile_reader
+    from eoseg.scene import SceneReader, preflight
+
+    scene = predictor.open(scene_path)
+    grid = TileGrid(scene.height, scene.width, predictor.tile_size, predictor.overlap)
+    std = predictor.standardization.for_stats(preflight(scene))
+    with SceneReader(scene) as reader:
+        read = strip_tile_reader(reader, grid, std)
+        tiles = [x for x, v in (read(t) for t in grid) if v.any()]
+    predictor.forward(np.stack(tiles[:1]))  # warm-up (one-time kernel selection), as predict has its own
+    start = time.perf_counter()
+    for i in range(0, len(tiles), batch_size):
+        predictor.forward(np.stack(tiles[i:i + batch_size]))
+    return {"seconds": time.perf_counter() - start, "pixels": scene.width * scene.height, "tiles": len(tiles)}
+
+
+def measure(mode: str, scene: Path, out: Path, args: argparse.Namespace) -> dict:
+    cmd = [sys.executable, __file__, "--child", mode, "--scene", str(scene), "--out", str(out), "--model",
+           args.model, "--precision", args.precision, "--batch-size", str(args.batch_size)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=os.environ | {"HF_HUB_OFFLINE": "1"})
+    if proc.returncode != 0:
+        sys.exit(f"bench child failed ({mode} {scene.name}):\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="resunet")
+    parser.add_argument("--precision", default="auto")
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--scene", type=Path, default=VIRGINIA)
+    parser.add_argument("--skip-large", action="store_true", help="skip the 16× scene (memory ratio)")
+    parser.add_argument("--child", choices=["e2e", "forward"])
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    if args.child:
+        args.mode = args.child
+        child(args)
+        return
+    if not args.scene.exists():
+        sys.exit(f"{args.scene}: benchmark scene not found (../shared/data)")
+    with tempfile.TemporaryDirectory(prefix="eoseg-bench-") as tmp:
+        tmp = Path(tmp)
+        e2e = measure("e2e", args.scene, tmp / "small", args)
+        fwd = measure("forward", args.scene, tmp / "fwd", args)
+        report(args.scene, e2e, fwd)
+        if not args.skip_large:
+            big = resample(args.scene, tmp / "virginia_resampled_4x.tif", 4)
+            large = measure("e2e", big, tmp / "large", args)
+            report_large(e2e, large)
+
+
+def mps(m: dict) -> float:
+    return m["pixels"] / 1e6 / m["seconds"]
+
+
+def report(scene: Path, e2e: dict, fwd: dict) -> None:
+    print(f"machine: {os.cpu_count()} CPU cores; device {e2e['device']}, precision {e2e['precision']}, "
+          f"tile {e2e['tile']} overlap {e2e['overlap']}")
+    print(f"scene {scene.name}: {e2e['pixels'] / 1e6:.2f} MP, {e2e['tiles']} tiles")
+    print(f"  end-to-end    {e2e['seconds']:7.2f} s  {mps(e2e):6.3f} MP/s  peak RSS {e2e['peak_rss_mib']:.0f} MiB")
+    print(f"  bare forward  {fwd['seconds']:7.2f} s  {mps(fwd):6.3f} MP/s  ({fwd['tiles']} non-empty tiles)")
+    print(f"  ratio end-to-end / bare forward = {mps(e2e) / mps(fwd):.3f}  (target >= 0.85)")
+
+
+def report_large(small: dict, large: dict) -> None:
+    print(f"scene resampled 4× per side: {large['pixels'] / 1e6:.1f} MP, {large['tiles']} tiles")
+    print(f"  end-to-end    {large['seconds']:7.2f} s  {mps(large):6.3f} MP/s  peak RSS {large['peak_rss_mib']:.0f} MiB")
+    print(f"  peak RSS ratio 16× area / 1× = {large['peak_rss_mib'] / small['peak_rss_mib']:.3f}  (target <= 1.2)")
+    print(f"  throughput ratio 16× / 1× = {mps(large) / mps(small):.3f}")
+
+
+if __name__ == "__main__":
+    main()

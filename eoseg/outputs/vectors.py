@@ -1,0 +1,229 @@
+"""Class polygons: sieve, polygonize, measure, simplify, and write a styled GeoPackage.
+
+One feature per connected region (4-connected, the same rule as the sieve, so every polygon is
+valid). Polygons never cover nodata: the sieve runs with the valid-pixel mask (so it neither grows
+a class into nodata nor merges a region into nodata), nodata is re-applied after it, and
+``rasterio.features.shapes`` polygonizes under the same mask.
+
+Areas and perimeters are ellipsoidal (geodesic, on the CRS's own ellipsoid with ``pyproj.Geod``),
+so they are in m² / m whatever the CRS: UTM, Web Mercator or longitude/latitude alike (QGIS's
+ellipsoidal ``$area`` measures the same way). A scene without a CRS has no ellipsoid: its
+``area_m2`` / ``perimeter_m`` then hold planar values in the transform's units (pixels for an
+identity transform), and the layer is written without a CRS.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import math
+import sqlite3
+import warnings
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pyogrio
+import shapely
+from affine import Affine
+from pyproj import CRS as ProjCRS
+from pyproj import Geod, Transformer
+from rasterio.crs import CRS
+from rasterio.features import shapes, sieve
+
+from eoseg.classes import ClassScheme
+from eoseg.errors import OutputError
+from eoseg.outputs.atomic import atomic_write
+from eoseg.outputs.qgis import vector_qml
+
+COLUMNS = ["class_id", "class_name", "area_m2", "perimeter_m"]
+CONNECTIVITY = 4
+STYLES_TABLE = "layer_styles"
+
+
+def _proj_crs(crs: CRS | None) -> ProjCRS | None:
+    return None if crs is None else ProjCRS.from_user_input(crs)
+
+
+def _to_lonlat(geoms: np.ndarray, crs: ProjCRS) -> np.ndarray:
+    """Geometries in ``crs`` → longitude/latitude on the CRS's own geodetic datum."""
+    transformer = Transformer.from_crs(crs, crs.geodetic_crs, always_xy=True)
+
+    def _project(xy: np.ndarray) -> np.ndarray:
+        x, y = transformer.transform(xy[:, 0], xy[:, 1])
+        return np.column_stack([x, y])
+
+    return shapely.transform(geoms, _project)
+
+
+def measure(geoms: np.ndarray, crs: CRS | None) -> tuple[np.ndarray, np.ndarray]:
+    """``(area, perimeter)`` per polygon: geodesic m² / m, or planar transform units without a CRS."""
+    geoms = np.asarray(geoms, dtype=object)
+    if crs is None:
+        return shapely.area(geoms), shapely.length(geoms)
+    pcrs = _proj_crs(crs)
+    geod: Geod = pcrs.get_geod()
+    lonlat = shapely.orient_polygons(_to_lonlat(geoms, pcrs))
+    areas = np.empty(len(geoms))
+    perims = np.empty(len(geoms))
+    for i, geom in enumerate(lonlat):
+        area, perim = geod.geometry_area_perimeter(geom)
+        areas[i], perims[i] = abs(area), perim
+    return areas, perims
+
+
+def pixel_area(transform: Affine, crs: CRS | None, shape: tuple[int, int]) -> float:
+    """Area of the scene's centre pixel: geodesic m², or planar transform units without a CRS."""
+    h, w = shape
+    row, col = h // 2, w // 2
+    corners = [transform * (col + dc, row + dr) for dc, dr in ((0, 0), (1, 0), (1, 1), (0, 1))]
+    area, _ = measure(np.array([shapely.Polygon(corners)], dtype=object), crs)
+    return float(area[0])
+
+
+def _empty_frame(crs: CRS | None) -> gpd.GeoDataFrame:
+    data = {
+        "class_id": pd.Series([], dtype="int64"), "class_name": pd.Series([], dtype="object"),
+        "area_m2": pd.Series([], dtype="float64"), "perimeter_m": pd.Series([], dtype="float64"),
+    }
+    return gpd.GeoDataFrame(data, geometry=gpd.GeoSeries([], crs=_proj_crs(crs)), crs=_proj_crs(crs))
+
+
+def _sieve(classes: np.ndarray, valid: np.ndarray, min_pixels: int, nodata: int) -> np.ndarray:
+    if min_pixels <= 1 or not valid.any():
+        return classes
+    sieved = sieve(classes, size=min_pixels, mask=valid, connectivity=CONNECTIVITY)
+    sieved[~valid] = nodata
+    return sieved
+
+
+def _regions(classes: np.ndarray, valid: np.ndarray, transform: Affine) -> tuple[list, list[int]]:
+    geoms, values = [], []
+    for geom, value in shapes(classes, mask=valid, transform=transform, connectivity=CONNECTIVITY):
+        geoms.append(shapely.geometry.shape(geom))
+        values.append(int(value))
+    return geoms, values
+
+
+def _simplify(geoms: np.ndarray, tolerance: float) -> np.ndarray:
+    """Simplify the polygons as one coverage: shared edges stay shared, edges on nodata stay put.
+
+    Simplifying each polygon alone (``simplify(preserve_topology=True)``) keeps each one valid but
+    opens gaps and overlaps between neighbours and can push an edge into nodata; GEOS's coverage
+    simplifier (shapely ≥ 2.1) avoids both. Older shapely falls back to per-polygon simplification.
+    """
+    if tolerance <= 0 or len(geoms) == 0:
+        return geoms
+    if hasattr(shapely, "coverage_simplify"):
+        return shapely.coverage_simplify(geoms, tolerance, simplify_boundary=False)
+    return shapely.simplify(geoms, tolerance, preserve_topology=True)
+
+
+def polygonize(
+    classes: np.ndarray, transform: Affine, crs: CRS | None, scheme: ClassScheme, *,
+    min_area_m2: float = 0, simplify: float = 0,
+) -> gpd.GeoDataFrame:
+    """Polygons of a class raster (``uint8`` H×W, ``scheme.nodata`` where there is no data).
+
+    Returns columns ``class_id``, ``class_name``, ``area_m2``, ``perimeter_m``, ``geometry``.
+    ``min_area_m2``: regions smaller than this are merged into their largest neighbour (GDAL sieve;
+    the pixel threshold comes from the geodesic area of the centre pixel); a small region with no
+    valid neighbour (an island in nodata) has nothing to merge into and is dropped.
+    ``simplify``: tolerance in CRS units (coverage simplification, see :func:`_simplify`).
+    An all-nodata input gives an empty layer with the same columns.
+    """
+    classes = np.ascontiguousarray(classes, dtype=np.uint8)
+    if classes.ndim != 2:
+        raise ValueError(f"classes must be a 2-D array (H, W), not shape {classes.shape}")
+    nodata = int(scheme.nodata)
+    valid = classes != nodata
+    if not valid.any():
+        return _empty_frame(crs)
+    min_pixels = 0
+    if min_area_m2 > 0:
+        min_pixels = math.ceil(min_area_m2 / pixel_area(transform, crs, classes.shape) - 1e-9)
+    sieved = _sieve(classes, valid, min_pixels, nodata)
+    geoms, values = _regions(sieved, valid, transform)
+    geoms = np.array(geoms, dtype=object)
+    values = np.array(values, dtype=np.int64)
+    if min_pixels > 1:
+        pixels = np.rint(shapely.area(geoms) / abs(transform.determinant))
+        keep = pixels >= min_pixels
+        geoms, values = geoms[keep], values[keep]
+    if len(geoms) == 0:
+        return _empty_frame(crs)
+    geoms = _simplify(geoms, simplify)
+    areas, perimeters = measure(geoms, crs)
+    frame = {
+        "class_id": values, "class_name": [scheme.name_of(int(v)) for v in values],
+        "area_m2": areas, "perimeter_m": perimeters,
+    }
+    return gpd.GeoDataFrame(frame, geometry=list(geoms), crs=_proj_crs(crs))
+
+
+def polygonize_file(path: Path, scheme: ClassScheme, **kwargs) -> gpd.GeoDataFrame:
+    """:func:`polygonize` band 1 of a class raster on disk (e.g. the finished class COG)."""
+    import rasterio
+
+    with rasterio.open(path) as ds:
+        return polygonize(ds.read(1), ds.transform, ds.crs, scheme, **kwargs)
+
+
+def default_layer_name(path: Path) -> str:
+    """``<stem>_polygons.gpkg`` → ``<stem>``; ``classes`` if nothing is left."""
+    return Path(path).stem.removesuffix("_polygons") or "classes"
+
+
+def _style_row(layer: str, geometry_column: str, qml: str) -> pd.DataFrame:
+    """One ``layer_styles`` row, with the columns and values QGIS itself writes for a GeoPackage."""
+    return pd.DataFrame({
+        "f_table_catalog": [""], "f_table_schema": [""], "f_table_name": [layer],
+        "f_geometry_column": [geometry_column], "styleName": [layer], "styleQML": [qml], "styleSLD": [""],
+        "useAsDefault": [True], "description": ["eoseg class polygons, coloured by class"], "owner": [""],
+        "ui": [None], "update_time": [pd.Timestamp(dt.datetime.now(dt.UTC))],
+    })
+
+
+def _write_layer(gdf: gpd.GeoDataFrame, path: Path, layer: str) -> None:
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*'crs' was not provided.*")
+        pyogrio.write_dataframe(gdf, path, layer=layer, driver="GPKG", geometry_type="Polygon",
+                                promote_to_multi=False)
+
+
+def _write_style(path: Path, layer: str, qml: str) -> None:
+    """Add the style through OGR, as QGIS does: an ``attributes`` table listed in gpkg_contents."""
+    geometry_column = pyogrio.read_info(path, layer=layer)["geometry_name"] or "geom"
+    pyogrio.write_dataframe(_style_row(layer, geometry_column, qml), path, layer=STYLES_TABLE,
+                            driver="GPKG", layer_options={"FID": "id"})
+
+
+def write_polygons(gdf: gpd.GeoDataFrame, path: Path, scheme: ClassScheme, layer: str | None = None) -> Path:
+    """Write ``gdf`` as a GeoPackage layer with a default QGIS style, atomically.
+
+    The style (:func:`eoseg.outputs.qgis.vector_qml`) is stored in the ``layer_styles`` table with
+    ``useAsDefault`` set, so QGIS opens the layer coloured and labelled by class.
+    """
+    path = Path(path)
+    layer = layer or default_layer_name(path)
+    try:
+        with atomic_write(path) as tmp:
+            _write_layer(gdf, tmp, layer)
+            _write_style(tmp, layer, vector_qml(scheme))
+    except (OSError, sqlite3.Error, pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError) as exc:
+        if isinstance(exc, OutputError):
+            raise
+        raise OutputError(f"cannot write the polygon GeoPackage ({exc})", path=path,
+                          fix="check free disk space and that the directory is writable") from exc
+    return path
+
+
+def read_styles(path: Path) -> list[dict]:
+    """The rows of a GeoPackage's ``layer_styles`` table (empty if it has none)."""
+    with contextlib.closing(sqlite3.connect(f"file:{Path(path)}?mode=ro", uri=True)) as con:
+        con.row_factory = sqlite3.Row
+        exists = con.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (STYLES_TABLE,)).fetchone()
+        if not exists:
+            return []
+        return [dict(row) for row in con.execute(f"SELECT * FROM {STYLES_TABLE}")]

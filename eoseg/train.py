@@ -1,0 +1,399 @@
+"""``eoseg train``: fit a registry model on an eoseg dataset and write a model bundle.
+
+:func:`train` takes a validated :class:`~eoseg.config.TrainConfig` and returns a :class:`TrainResult`.
+The run directory (``config.out``) receives ``config.yaml`` (every resolved value), ``history.csv``,
+``training_curves.png``, ``checkpoint.pt`` (for ``resume``) and, by default, the bundle in ``bundle/``.
+The tiles are standardized exactly as the bundle card records, so ``eoseg predict`` feeds the model the
+same transform it was trained with.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import logging
+import random
+import time
+from collections.abc import Iterable
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from torch import nn
+
+from eoseg.augment import Augmenter
+from eoseg.config import TrainConfig, dump_config
+from eoseg.dataset import Manifest, TileDataset, load_manifest, standardization_for
+from eoseg.errors import ConfigError, DatasetError, OutputExistsError
+from eoseg.losses import build_loss
+from eoseg.metrics import ConfusionMeter, KLAccumulator, metrics_from_confusion, summary
+from eoseg.schedule import EpochScheduler, base_lr
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "checkpoint.pt"
+HISTORY = "history.csv"
+CURVES = "training_curves.png"
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    bundle: Path
+    best_epoch: int
+    best_value: float
+    monitor: str
+    epochs_run: int
+    stopped_early: bool
+    wall_s: float
+    val_metrics: dict
+    history: list[dict] = field(default_factory=list)
+
+
+# ------------------------------------------------------------------------------------------- setup
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' requested but no CUDA device is available", path="device",
+                          fix="use device: auto or cpu")
+    return device
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype, or None for fp32.
+
+    ``auto`` is bf16 (or fp16 without bf16 support) on CUDA and fp32 on CPU: on this project's 2-core CPU,
+    bf16 autocast made a ResUNet training step slower than fp32 (see the report in DESIGN / the PR notes);
+    ``bf16`` can still be forced.
+    """
+    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
+        return None
+    if precision == "fp16":
+        if device.type != "cuda":
+            raise ConfigError("fp16 autocast needs a CUDA device", path="precision", fix="use bf16 or fp32 on CPU")
+        return torch.float16
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return torch.float16
+    return torch.bfloat16
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
+
+
+def model_input(manifest: Manifest, cfg: TrainConfig) -> tuple[list[str], list[int]]:
+    roles = list(cfg.bands) if cfg.bands else manifest.roles
+    return roles, manifest.band_indexes(roles)
+
+
+def build_network(cfg: TrainConfig, in_channels: int, num_classes: int) -> nn.Module:
+    from eoseg.models import build_model
+
+    model = build_model(cfg.model.name, in_channels, num_classes, **cfg.model.params)
+    if cfg.model.freeze_encoder or cfg.model.encoder_lr_factor != 1.0:
+        encoder = _encoder(model, cfg.model.name)
+        if cfg.model.freeze_encoder:
+            for p in encoder.parameters():
+                p.requires_grad_(False)
+    return model
+
+
+def _encoder(model: nn.Module, name: str) -> nn.Module:
+    encoder = getattr(model, "encoder", None)
+    if not isinstance(encoder, nn.Module):
+        raise ConfigError(f"model {name!r} has no separate encoder", path="model.freeze_encoder",
+                          fix="use freeze_encoder / encoder_lr_factor with an smp architecture (e.g. smp-unet)")
+    return encoder
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """Adam / AdamW; the encoder (if any) gets ``lr × encoder_lr_factor``; frozen parameters are left out."""
+    lr = base_lr(cfg.schedule, cfg.optimizer.lr)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if cfg.model.encoder_lr_factor != 1.0:
+        enc_ids = {id(p) for p in _encoder(model, cfg.model.name).parameters()}
+        groups = [
+            {"params": [p for p in trainable if id(p) not in enc_ids], "lr": lr},
+            {"params": [p for p in trainable if id(p) in enc_ids], "lr": lr * cfg.model.encoder_lr_factor},
+        ]
+        groups = [g for g in groups if g["params"]]
+    else:
+        groups = [{"params": trainable, "lr": lr}]
+    cls = torch.optim.AdamW if cfg.optimizer.name == "adamw" else torch.optim.Adam
+    return cls(groups, lr=lr, weight_decay=cfg.optimizer.weight_decay)
+
+
+def make_loader(ds: TileDataset, batch_size: int, shuffle: bool, seed: int, workers: int):
+    generator = torch.Generator().manual_seed(seed)
+    return torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=generator,
+                                       num_workers=workers, drop_last=False)
+
+
+# ------------------------------------------------------------------------------------------- epochs
+
+
+class EarlyStopping:
+    def __init__(self, mode: str, patience: int):
+        self.mode, self.patience = mode, patience
+        self.best = -np.inf if mode == "max" else np.inf
+        self.best_epoch = -1
+        self.bad_epochs = 0
+
+    def update(self, value: float, epoch: int) -> bool:
+        """True when ``value`` improves on the best so far."""
+        better = value > self.best if self.mode == "max" else value < self.best
+        if better and np.isfinite(value):
+            self.best, self.best_epoch, self.bad_epochs = float(value), epoch, 0
+            return True
+        self.bad_epochs += 1
+        return False
+
+    @property
+    def should_stop(self) -> bool:
+        return self.bad_epochs >= self.patience
+
+
+def train_epoch(model: nn.Module, loader: Iterable, loss_fn: nn.Module, optimizer: torch.optim.Optimizer,
+                augmenter: Augmenter, device: torch.device, amp: torch.dtype | None, scaler, bar=None) -> float:
+    model.train()
+    total, count = 0.0, 0
+    for x, y, _ in loader:
+        x, y = augmenter(x, y)
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        optimizer.zero_grad(set_to_none=True)
+        with autocast(device, amp):
+            logits = model(x)
+        loss = loss_fn(logits.float(), y)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        total += float(loss.detach()) * x.shape[0]
+        count += x.shape[0]
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{total / count:.4f}")
+    return total / max(count, 1)
+
+
+@torch.no_grad()
+def evaluate_loader(model: nn.Module, loader: Iterable, loss_fn: nn.Module | None, num_classes: int,
+                    ignore: int, device: torch.device, amp: torch.dtype | None,
+                    names: list[str] | None = None) -> tuple[float, dict]:
+    """(mean loss, metrics) of ``model`` over every tile of ``loader``."""
+    model.eval()
+    meter, kl = ConfusionMeter(num_classes, ignore), KLAccumulator(ignore)
+    total, count = 0.0, 0
+    for x, y, _ in loader:
+        x, y = x.to(device), y.to(device)
+        with autocast(device, amp):
+            logits = model(x)
+        logits = logits.float()
+        if loss_fn is not None:
+            total += float(loss_fn(logits, y)) * x.shape[0]
+            count += x.shape[0]
+        meter.update(y, logits.argmax(dim=1))
+        kl.update(logits.softmax(dim=1), y)
+    return total / max(count, 1), metrics_from_confusion(meter.matrix, names, kl.value)
+
+
+# ------------------------------------------------------------------------------------------- outputs
+
+
+def write_history(history: list[dict], path: Path) -> None:
+    if not history:
+        return
+    keys = list(dict.fromkeys(k for row in history for k in row))
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(history)
+
+
+def plot_history(history: list[dict], path: Path, monitor: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [r["epoch"] for r in history]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    for key in ("train_loss", "val_loss"):
+        axes[0].plot(epochs, [r[key] for r in history], marker=".", label=key)
+    for key in ("val_miou", "val_accuracy", "val_dice"):
+        axes[1].plot(epochs, [r.get(key, np.nan) for r in history], marker=".", label=key)
+    axes[2].semilogy(epochs, [r["lr"] for r in history], marker=".")
+    for ax, title in zip(axes, ("loss", f"validation metrics (monitor: {monitor})", "learning rate"), strict=True):
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    axes[1].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _prepare_run_dir(cfg: TrainConfig) -> Path:
+    run_dir = Path(cfg.out)
+    if cfg.resume is None and (run_dir / HISTORY).exists() and not cfg.overwrite:
+        raise OutputExistsError("a training run already exists here", path=run_dir,
+                                fix="pass --overwrite, --set out=<new dir>, or resume with --resume")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def _card_params(params: dict) -> dict:
+    """Architecture parameters for the card: the trained weights replace any encoder weights file."""
+    return {k: (None if k == "encoder_weights" else v) for k, v in params.items()}
+
+
+def _save_checkpoint(path: Path, state: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def _load_checkpoint(resume: Path) -> dict:
+    path = resume / CHECKPOINT if resume.is_dir() else resume
+    if not path.is_file():
+        raise DatasetError("no checkpoint to resume from", path=path, fix="give a run directory or checkpoint.pt")
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+# ------------------------------------------------------------------------------------------- train
+
+
+def train(cfg: TrainConfig) -> TrainResult:
+    """Train per ``cfg``; returns the run summary (the bundle path, best epoch, validation metrics)."""
+    from tqdm import tqdm
+
+    from eoseg.models import input_multiple
+
+    start = time.perf_counter()
+    seed_everything(cfg.seed)
+    manifest = load_manifest(cfg.data)
+    roles, band_idx = model_input(manifest, cfg)
+    template = standardization_for(manifest, cfg.standardization, band_idx)
+    train_ds = TileDataset(manifest, "train", roles, template)
+    val_ds = TileDataset(manifest, "validation", roles, template)
+    for ds in (train_ds, val_ds):
+        if len(ds) == 0:
+            raise DatasetError(f"the {ds.split} split holds no tiles", path=manifest.path,
+                               fix="rebuild the dataset with a non-zero fraction for that split")
+    scheme, ignore = manifest.classes, manifest.ignore_value
+    num_classes = len(scheme)
+    device = resolve_device(cfg.device)
+    amp = resolve_precision(cfg.precision, device)
+    model = build_network(cfg, len(roles), num_classes).to(device)
+    multiple = input_multiple(cfg.model.name)
+    if manifest.tile_size % multiple:
+        raise ConfigError(f"dataset tile size {manifest.tile_size} is not a multiple of {multiple} "
+                          f"(required by {cfg.model.name})", path=cfg.data, fix="rebuild with another tile_size")
+    loss_fn = build_loss(cfg.loss.name, num_classes, cfg.loss.class_weights, ignore, **cfg.loss.params).to(device)
+    optimizer = build_optimizer(model, cfg)
+    monitor, mode = cfg.early_stopping.monitor, cfg.early_stopping.resolved_mode
+    scheduler = EpochScheduler(optimizer, cfg.schedule, cfg.epochs, mode)
+    scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
+    augmenter = Augmenter(cfg.augment, seed=cfg.seed, ignore_index=ignore)
+    stopper = EarlyStopping(mode, cfg.early_stopping.patience)
+    run_dir = _prepare_run_dir(cfg)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(dump_config(cfg), sort_keys=False))
+    train_loader = make_loader(train_ds, cfg.batch_size, True, cfg.seed, cfg.num_workers)
+    val_loader = make_loader(val_ds, cfg.batch_size, False, cfg.seed, cfg.num_workers)
+
+    history: list[dict] = []
+    best_state = copy.deepcopy(model.state_dict())
+    first_epoch = 0
+    if cfg.resume is not None:
+        ck = _load_checkpoint(Path(cfg.resume))
+        model.load_state_dict(ck["model"])
+        optimizer.load_state_dict(ck["optimizer"])
+        scheduler.load_state_dict(ck["scheduler"])
+        augmenter.generator.set_state(ck["augment_rng"])
+        train_loader.generator.set_state(ck["loader_rng"])
+        torch.set_rng_state(ck["torch_rng"])
+        best_state, history, first_epoch = ck["best_state"], ck["history"], ck["epoch"] + 1
+        stopper.best, stopper.best_epoch, stopper.bad_epochs = ck["best"], ck["best_epoch"], ck["bad_epochs"]
+
+    names = scheme.names
+    stopped_early = False
+    for epoch in range(first_epoch, cfg.epochs):
+        if stopper.should_stop:
+            stopped_early = True
+            break
+        t0 = time.perf_counter()
+        lr = scheduler.lr
+        with tqdm(total=len(train_loader), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress,
+                  leave=False, unit="batch") as bar:
+            train_loss = train_epoch(model, train_loader, loss_fn, optimizer, augmenter, device, amp, scaler, bar)
+        val_loss, val_metrics = evaluate_loader(model, val_loader, loss_fn, num_classes, ignore, device, amp, names)
+        row = {"epoch": epoch + 1, "lr": lr, "train_loss": train_loss, "val_loss": val_loss,
+               **summary(val_metrics, "val_"), "seconds": round(time.perf_counter() - t0, 3)}
+        history.append(row)
+        if monitor not in row:
+            raise ConfigError(f"early_stopping.monitor {monitor!r} is not a logged value",
+                              path="early_stopping.monitor", fix=f"use one of: {', '.join(list(row)[2:-1])}")
+        if stopper.update(row[monitor], epoch):
+            best_state = copy.deepcopy(model.state_dict())
+        scheduler.step(row[monitor])
+        if cfg.progress:
+            tqdm.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+        write_history(history, run_dir / HISTORY)
+        _save_checkpoint(run_dir / CHECKPOINT, {
+            "epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "best_state": best_state, "history": history,
+            "best": stopper.best, "best_epoch": stopper.best_epoch, "bad_epochs": stopper.bad_epochs,
+            "augment_rng": augmenter.generator.get_state(), "loader_rng": train_loader.generator.get_state(),
+            "torch_rng": torch.get_rng_state(), "config": dump_config(cfg),
+        })
+    else:
+        stopped_early = stopper.should_stop and len(history) < cfg.epochs
+
+    model.load_state_dict(best_state)
+    _, val_metrics = evaluate_loader(model, val_loader, None, num_classes, ignore, device, amp, names)
+    plot_history(history, run_dir / CURVES, monitor)
+    wall = time.perf_counter() - start
+    bundle = _write_bundle(model, cfg, manifest, roles, template, val_metrics, history, stopper, wall, run_dir)
+    return TrainResult(run_dir, bundle, stopper.best_epoch + 1, stopper.best, monitor, len(history),
+                       stopped_early, wall, val_metrics, history)
+
+
+def _write_bundle(model, cfg, manifest, roles, template, val_metrics, history, stopper, wall, run_dir) -> Path:
+    from eoseg.bundle import ModelCard, save_bundle
+
+    card = ModelCard(
+        name=cfg.bundle.name, arch=cfg.model.name, arch_params=_card_params(cfg.model.params), bands=tuple(roles),
+        standardization=template.to_dict(), classes=manifest.classes.to_dict(),
+        tile_size=cfg.bundle.tile_size or manifest.tile_size,
+        overlap=cfg.bundle.overlap if cfg.bundle.overlap is not None else max(0, (cfg.bundle.tile_size
+                                                                                 or manifest.tile_size) // 8),
+        training={
+            "config": dump_config(cfg), "dataset": str(manifest.path),
+            "splits": {k: v["tiles"] for k, v in manifest.data["split"]["counts"].items()},
+            "groups": {k: v["groups"] for k, v in manifest.data["split"]["counts"].items()},
+            "epochs_run": len(history), "best_epoch": stopper.best_epoch + 1,
+            "monitor": cfg.early_stopping.monitor, "best_value": stopper.best, "wall_seconds": round(wall, 1),
+        },
+        metrics={"validation": val_metrics},
+        description=cfg.bundle.description,
+    )
+    directory = cfg.bundle.directory or run_dir / "bundle"
+    return save_bundle(model.cpu(), card, directory, overwrite=cfg.bundle.overwrite or cfg.overwrite
+                       or cfg.resume is not None)

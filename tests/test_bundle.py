@@ -1,0 +1,129 @@
+"""Model bundles: card round trip, save / load, caching, refusals, packaged names, ``eoseg models``."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+import eoseg.bundle as bundle_mod
+from eoseg.bundle import ModelBundle, ModelCard, load_bundle, packaged_bundles, read_card, save_bundle
+from eoseg.classes import COASTAL
+from eoseg.cli import main
+from eoseg.errors import BundleError, ModelNotFoundError, OutputExistsError
+from eoseg.models import build_model
+
+PARAMS = {"filters": 2, "kernel_size": 3}
+
+
+def _card(**changes) -> ModelCard:
+    base = dict(name="tiny", arch="resunet", arch_params=PARAMS, bands=("red", "green", "blue"),
+                metrics={"mean_iou": 0.5}, training={"epochs": 1})
+    return ModelCard(**{**base, **changes})
+
+
+def _model(in_channels: int = 3) -> torch.nn.Module:
+    torch.manual_seed(0)
+    model = build_model("resunet", in_channels, 4, **PARAMS)
+    model(torch.randn(2, in_channels, 32, 32))  # move BatchNorm running stats off their defaults
+    return model.eval()
+
+
+@pytest.fixture
+def saved(tmp_path):
+    model = _model()
+    return model, save_bundle(model, _card(), tmp_path / "tiny")
+
+
+def test_card_round_trip_and_defaults() -> None:
+    card = _card(bands=["blue", "green", "red", "nir"])
+    assert card.bands == ("blue", "green", "red", "nir")
+    assert card.scheme == COASTAL and card.tile_size == 512 and card.overlap == 64
+    assert card.standardization["mode"] == "scene" and card.created and card.eoseg_version
+    assert ModelCard.from_dict(json.loads(json.dumps(card.to_dict()))) == card
+
+
+def test_card_unknown_keys_warn_missing_keys_raise(caplog) -> None:
+    data = _card().to_dict() | {"colour_ramp": "viridis"}
+    with caplog.at_level("WARNING", logger="eoseg.bundle"):
+        assert ModelCard.from_dict(data).name == "tiny"
+    assert "colour_ramp" in caplog.text
+    del data["arch"]
+    with pytest.raises(BundleError, match="missing the required key 'arch'"):
+        ModelCard.from_dict(data, source="x/card.json")
+    with pytest.raises(BundleError, match="'tile_size' should be int"):
+        ModelCard.from_dict(_card().to_dict() | {"tile_size": "512"})
+
+
+def test_round_trip_gives_identical_outputs(saved) -> None:
+    model, directory = saved
+    assert sorted(p.name for p in directory.iterdir()) == ["card.json", "model.safetensors"]
+    bundle = load_bundle(directory)
+    assert isinstance(bundle, ModelBundle) and not bundle.model.training
+    assert bundle.card == _card().__class__.from_dict(json.loads((directory / "card.json").read_text()))
+    assert len(bundle.sha256) == 64 and bundle.input_multiple == 16 and bundle.bands == ("red", "green", "blue")
+    x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert torch.equal(bundle.model(x), model(x))
+
+
+def test_load_by_card_path_and_cache(saved) -> None:
+    _, directory = saved
+    first = load_bundle(directory)
+    assert load_bundle(directory / "card.json") is first
+    assert load_bundle(str(directory)) is first
+
+
+def test_overwrite_refused_then_allowed(saved) -> None:
+    _, directory = saved
+    first = load_bundle(directory)
+    with pytest.raises(OutputExistsError, match="overwrite"):
+        save_bundle(_model(), _card(), directory)
+    save_bundle(_model(), _card(name="tiny2"), directory, overwrite=True)
+    second = load_bundle(directory)
+    assert second is not first and second.card.name == "tiny2" and second.sha256 != first.sha256
+    assert not [p for p in directory.iterdir() if p.name.startswith(".")]  # no temporary files left
+
+
+def test_corrupt_card_and_weights_raise_bundle_error(saved) -> None:
+    _, directory = saved
+    (directory / "card.json").write_text("{not json")
+    with pytest.raises(BundleError, match="not valid JSON"):
+        load_bundle(directory)
+    save_bundle(_model(), _card(), directory, overwrite=True)
+    (directory / "model.safetensors").write_bytes(b"\x00" * 16)
+    with pytest.raises(BundleError, match="weights cannot be read"):
+        load_bundle(directory)
+    (directory / "model.safetensors").unlink()
+    with pytest.raises(BundleError, match="missing model.safetensors"):
+        load_bundle(directory)
+
+
+def test_card_that_does_not_match_the_weights(tmp_path) -> None:
+    with pytest.raises(BundleError, match="do not match"):
+        save_bundle(_model(), _card(bands=("blue", "green", "red", "nir")), tmp_path / "b")
+    assert not (tmp_path / "b" / "card.json").exists()
+
+
+def test_unknown_bundle_name_lists_packaged(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(bundle_mod, "weights_dir", lambda: tmp_path)
+    save_bundle(_model(), _card(name="coastal-rgb"), tmp_path / "coastal-rgb")
+    assert packaged_bundles() == ["coastal-rgb"]
+    with pytest.raises(ModelNotFoundError, match="packaged bundles: coastal-rgb"):
+        load_bundle("coastal-rbg")
+    assert load_bundle("coastal-rgb").card.name == "coastal-rgb"
+    assert read_card(tmp_path / "coastal-rgb" / "card.json").metrics["mean_iou"] == 0.5
+
+
+def test_models_command_lists_architectures_and_bundles(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(bundle_mod, "weights_dir", lambda: tmp_path)
+    save_bundle(_model(), _card(name="coastal-rgb"), tmp_path / "coastal-rgb")
+    result = CliRunner().invoke(main, ["models"])
+    assert result.exit_code == 0, result.output
+    assert "resunet" in result.output and "deeplabv3plus" in result.output
+    assert "coastal-rgb" in result.output and "bands=red,green,blue" in result.output
+    assert "mIoU=0.500" in result.output
+    data = json.loads(CliRunner().invoke(main, ["models", "--json"]).output)
+    assert data["bundles"][0]["tile_size"] == 512

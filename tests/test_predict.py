@@ -1,0 +1,139 @@
+"""predict_scene end to end on real rasters: georeferencing, nodata, outputs, seams, TTA and ensembles."""
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from rasterio.windows import Window
+
+from eoseg.bundle import load_bundle
+from eoseg.classes import NODATA_CLASS
+from eoseg.errors import OutputExistsError
+from eoseg.outputs.cog import validate_cog
+from eoseg.predict import Forward, Predictor, PredictSettings, predict_scene, resolve_precision
+from eoseg.scene import SceneReader, open_scene, preflight
+from eoseg.standardize import Standardization
+
+
+def crop_to(src, dst, window):
+    with rasterio.open(src) as ds:
+        profile = ds.profile | {"width": int(window.width), "height": int(window.height),
+                                "transform": ds.window_transform(window), "tiled": False}
+        profile.pop("blockxsize", None)
+        profile.pop("blockysize", None)
+        with rasterio.open(dst, "w", **profile) as out:
+            out.write(ds.read(window=window))
+            out.descriptions = ds.descriptions
+    return dst
+
+
+def test_outputs_are_georeferenced_and_valid(s2_scene, random_bundle, tmp_path):
+    result = predict_scene(s2_scene, random_bundle, tmp_path, precision="fp32", probabilities=True)
+    assert set(result.outputs) == {"classes", "style", "probabilities", "polygons", "stac"}
+    classes = result.outputs["classes"]
+    assert classes.name == "s2_virginia_10m_6band_crop_classes.tif"
+    ok, errors, _ = validate_cog(classes)
+    assert ok, errors
+    with rasterio.open(s2_scene) as src, rasterio.open(classes) as out:
+        assert (out.crs, out.transform, out.shape) == (src.crs, src.transform, src.shape)
+        assert out.nodata == NODATA_CLASS and out.dtypes[0] == "uint8"
+        assert out.colormap(1)[0][:3] == (31, 120, 180)
+        values = np.unique(out.read(1))
+    assert set(values) <= {0, 1, 2, 3}
+    with rasterio.open(result.outputs["probabilities"]) as probs:
+        total = probs.read().astype(int).sum(axis=0)
+    assert abs(total - 255).max() <= 4  # four bands of rounded probabilities sum to ~255
+    assert result.tiles == 9 and result.tiles_skipped == 0
+    assert "MP/s" in result.summary()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporaries left
+
+
+def test_collar_nodata_stays_nodata_and_polygons_avoid_it(collar_scene, random_rgb_bundle, tmp_path):
+    import geopandas as gpd
+    from rasterio.features import shapes
+    from shapely.geometry import shape
+    from shapely.ops import unary_union
+
+    result = predict_scene(collar_scene, random_rgb_bundle, tmp_path, precision="fp32")
+    with rasterio.open(collar_scene) as src, rasterio.open(result.outputs["classes"]) as out:
+        valid = (src.read() != 0).all(axis=0)
+        classes = out.read(1)
+        transform = out.transform
+    assert (classes[~valid] == NODATA_CLASS).all()
+    assert (classes[valid] != NODATA_CLASS).all()
+    assert result.tiles_skipped > 0
+    polygons = gpd.read_file(result.outputs["polygons"])
+    nodata = unary_union([shape(g) for g, v in shapes(valid.astype(np.uint8), transform=transform) if v == 0])
+    assert unary_union(polygons.geometry).intersection(nodata).area < 1e-6 * nodata.area
+
+
+def test_tiny_scene_is_padded_and_cropped_back(s2_scene, random_bundle, tmp_path):
+    small = crop_to(s2_scene, tmp_path / "small.tif", Window(100, 60, 53, 37))
+    result = predict_scene(small, random_bundle, tmp_path / "out", precision="fp32")
+    with rasterio.open(result.outputs["classes"]) as out:
+        assert out.shape == (37, 53)
+        assert (out.read(1) != NODATA_CLASS).all()
+
+
+def test_float_inf_nodata_scene(klamath_scene, random_bundle, tmp_path):
+    result = predict_scene(klamath_scene, random_bundle, tmp_path, precision="fp32")
+    with rasterio.open(klamath_scene) as src, rasterio.open(result.outputs["classes"]) as out:
+        invalid = ~np.isfinite(src.read()).all(axis=0)
+        assert invalid.any() and (out.read(1)[invalid] == NODATA_CLASS).all()
+
+
+def test_existing_outputs_are_refused_and_untouched(s2_scene, random_bundle, tmp_path):
+    first = predict_scene(s2_scene, random_bundle, tmp_path, precision="fp32")
+    before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in first.outputs.values()}
+    with pytest.raises(OutputExistsError, match="--overwrite"):
+        predict_scene(s2_scene, random_bundle, tmp_path, precision="fp32")
+    assert before == {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in first.outputs.values()}
+    again = predict_scene(s2_scene, random_bundle, tmp_path, precision="fp32", overwrite=True)
+    assert again.outputs["classes"].stat().st_mtime_ns > before[first.outputs["classes"]][0]
+
+
+def test_tta_and_ensemble_average_probabilities(s2_scene, random_bundle, bundle_factory, tmp_path):
+    other = bundle_factory(tmp_path / "other", seed=7)
+    a, b = load_bundle(random_bundle), load_bundle(other)
+    x = np.random.default_rng(0).normal(size=(2, 4, 64, 64)).astype(np.float32)
+    cpu = torch.device("cpu")
+    pa, pb = Forward([a.model], cpu)(x), Forward([b.model], cpu)(x)
+    np.testing.assert_allclose(Forward([a.model, b.model], cpu)(x), (pa + pb) / 2, atol=1e-5)
+    flipped = Forward([a.model], cpu)(x[..., ::-1].copy())[..., ::-1]
+    np.testing.assert_allclose(Forward([a.model], cpu, tta="flip")(x),
+                               (pa + flipped + Forward([a.model], cpu)(x[..., ::-1, :].copy())[..., ::-1, :]) / 3,
+                               atol=1e-5)
+    d4 = Forward([a.model], cpu, tta="d4")(x)
+    np.testing.assert_allclose(d4.sum(axis=1), 1, atol=1e-5)
+    result = predict_scene(s2_scene, [random_bundle, other], tmp_path, precision="fp32", tta="flip")
+    assert result.outputs["classes"].exists()
+
+
+def test_bf16_autocast_agrees_with_fp32(s2_scene, random_bundle):
+    assert resolve_precision("fp32", torch.device("cpu")) == "fp32"
+    bundle = load_bundle(random_bundle)
+    x = np.random.default_rng(1).normal(size=(1, 4, 64, 64)).astype(np.float32)
+    p32 = Forward([bundle.model], torch.device("cpu"), "fp32")(x)
+    p16 = Forward([bundle.model], torch.device("cpu"), "bf16")(x)
+    assert np.abs(p32 - p16).max() < 0.05
+    assert (p32.argmax(1) == p16.argmax(1)).mean() > 0.97
+
+
+def test_tiled_prediction_has_no_seams_on_a_real_scene(shared_data, bundle_factory, tmp_path):
+    """A Res-UNet at the default tile size and overlap agrees with one whole-scene forward on >= 99.9 %."""
+
+    scene_path = crop_to(shared_data / "scenes/sentinel2_virginia/S2A_18SVG_20160112_L1C_virginia_10m_6band.tif",
+                         tmp_path / "va.tif", Window(900, 700, 1024, 1024))
+    bundle_dir = bundle_factory(tmp_path / "b", filters=8, tile_size=512, overlap=64, seed=3)
+    predictor = Predictor(bundle_dir, PredictSettings(precision="fp32"))
+    result = predictor.predict(scene_path, tmp_path / "out")
+    assert result.tiles == 9  # a 3 × 3 grid: seams in both directions
+    scene = open_scene(scene_path, roles=predictor.card.bands)
+    std = Standardization.from_dict(predictor.card.standardization).for_stats(preflight(scene))
+    with SceneReader(scene) as reader:
+        x, valid = reader.read(Window(0, 0, scene.width, scene.height))
+    whole = predictor.forward(std.apply(x, valid)[None])[0].argmax(0)
+    with rasterio.open(result.outputs["classes"]) as out:
+        tiled = out.read(1)
+    agreement = (tiled == whole).mean()
+    assert agreement >= 0.999, agreement
