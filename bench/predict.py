@@ -38,7 +38,7 @@ def resample(src: Path, dst: Path, factor: int) -> Path:
     with rasterio.open(src) as ds:
         profile = ds.profile | {"width": ds.width * factor, "height": ds.height * factor, "tiled": True,
                                 "blockxsize": 512, "blockysize": 512, "compress": "deflate", "BIGTIFF": "IF_SAFER",
-                                "transform": ds.transform * ds.transform.scale(1 / factor, 1 / factor)}
+                                "transform": ds.transform @ ds.transform.scale(1 / factor, 1 / factor)}
         with rasterio.open(dst, "w", **profile) as out:
             out.descriptions = ds.descriptions
             step = 128
@@ -142,7 +142,8 @@ def report(scene: Path, e2e: dict, fwd: dict) -> None:
 
 def report_large(small: dict, large: dict) -> None:
     print(f"scene resampled 4× per side: {large['pixels'] / 1e6:.1f} MP, {large['tiles']} tiles")
-    print(f"  end-to-end    {large['seconds']:7.2f} s  {mps(large):6.3f} MP/s  peak RSS {large['peak_rss_mib']:.0f} MiB")
+    print(f"  end-to-end    {large['seconds']:7.2f} s  {mps(large):6.3f} MP/s  "
+          f"peak RSS {large['peak_rss_mib']:.0f} MiB")
     print(f"  peak RSS ratio 16× area / 1× = {large['peak_rss_mib'] / small['peak_rss_mib']:.3f}  (target <= 1.2)")
     print(f"  throughput ratio 16× / 1× = {mps(large) / mps(small):.3f}")
 

@@ -285,7 +285,7 @@ class Predictor:
             raise ConfigError("no model given", path="--model", fix="pass --model resunet (or a bundle path)")
         self.device = resolve_device(self.settings.device)
         self.precision = resolve_precision(self.settings.precision, self.device)
-        self.bundles = [m if isinstance(m, ModelBundle) else load_bundle(m, device="cpu") for m in items]
+        self.bundles = [m if isinstance(m, ModelBundle) else load_bundle(m, device=self.device) for m in items]
         _check_ensemble(self.bundles)
         self.card = self.bundles[0].card
         self.scheme: ClassScheme = self.card.scheme

@@ -127,3 +127,10 @@ def test_models_command_lists_architectures_and_bundles(tmp_path, monkeypatch) -
     assert "mIoU=0.500" in result.output
     data = json.loads(CliRunner().invoke(main, ["models", "--json"]).output)
     assert data["bundles"][0]["tile_size"] == 512
+
+
+def test_mean_iou_is_found_in_metric_groups() -> None:
+    from eoseg.cli.models import mean_iou
+
+    assert mean_iou(_card(metrics={"validation": {"mean_iou": 0.71, "dice": 0.8}})) == 0.71
+    assert mean_iou(_card(metrics={})) is None

@@ -25,7 +25,7 @@ def test_tiles_are_georeferenced_values():
     tiles = list(grid)
     assert len(tiles) == len(grid) == grid.shape[0] * grid.shape[1]
     t = grid.tile(1, 2)
-    assert t.transform == transform * Affine.translation(t.col_off, t.row_off)
+    assert t.transform == transform @ Affine.translation(t.col_off, t.row_off)
     assert t.crs == CRS.from_epsg(32618)
     assert t.size == (128, 128) and t.pad_bottom == t.pad_right == 0
     last = tiles[-1]

@@ -112,10 +112,13 @@ def test_tta_and_ensemble_average_probabilities(s2_scene, random_bundle, bundle_
 def test_bf16_autocast_agrees_with_fp32(s2_scene, random_bundle):
     assert resolve_precision("fp32", torch.device("cpu")) == "fp32"
     bundle = load_bundle(random_bundle)
-    x = np.random.default_rng(1).normal(size=(1, 4, 64, 64)).astype(np.float32)
+    scene = open_scene(s2_scene, roles=bundle.card.bands)
+    with SceneReader(scene) as reader:
+        x, valid = reader.read(Window(0, 0, 256, 256))
+    x = Standardization("scene").for_stats(preflight(scene)).apply(x, valid)[None]
     p32 = Forward([bundle.model], torch.device("cpu"), "fp32")(x)
     p16 = Forward([bundle.model], torch.device("cpu"), "bf16")(x)
-    assert np.abs(p32 - p16).max() < 0.05
+    assert np.abs(p32 - p16).mean() < 0.02
     assert (p32.argmax(1) == p16.argmax(1)).mean() > 0.97
 
 

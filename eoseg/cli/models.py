@@ -11,14 +11,18 @@ from eoseg.errors import BundleError
 from eoseg.models import describe_models, input_multiple
 
 MIOU_KEYS = ("mean_iou", "miou", "mIoU")
+METRIC_GROUPS = ("test", "validation", "val")
 
 
 def mean_iou(card: ModelCard) -> float | None:
-    """The card's mean IoU (``metrics.mean_iou``, or ``miou`` / ``mIoU``), if recorded."""
-    for key in MIOU_KEYS:
-        value = card.metrics.get(key)
-        if isinstance(value, int | float):
-            return float(value)
+    """The card's mean IoU: ``metrics.mean_iou`` (or ``miou``), else from ``metrics.test`` / ``validation``."""
+    for group in (card.metrics, *(card.metrics.get(g) for g in METRIC_GROUPS)):
+        if not isinstance(group, dict):
+            continue
+        for key in MIOU_KEYS:
+            value = group.get(key)
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                return float(value)
     return None
 
 

@@ -29,6 +29,7 @@ import rasterio
 import rasterio.shutil
 from affine import Affine
 from rasterio.crs import CRS
+from rasterio.enums import ColorInterp
 from rasterio.windows import Window
 
 from eoseg.classes import ClassScheme
@@ -70,12 +71,17 @@ def overview_resampling(kind: Kind) -> str:
 
 
 def _stage_profile(sink: RasterSink) -> dict:
-    return {
+    profile = {
         "driver": "GTiff", "width": sink.width, "height": sink.height, "count": sink.count,
         "dtype": sink.dtype, "crs": sink.crs, "transform": sink.transform, "nodata": sink.nodata,
         "tiled": True, "blockxsize": BLOCK, "blockysize": BLOCK, "compress": "deflate",
         "BIGTIFF": "IF_SAFER",
     }
+    if sink.kind == "probs":
+        # GDAL's default for 3 or 4 Byte bands is RGB(A): band 4 would become an alpha band that masks
+        # pixels out of the AVERAGE overviews (and QGIS would draw the bands as colours).
+        profile["photometric"] = "MINISBLACK"
+    return profile
 
 
 def _cog_options(kind: Kind, width: int, height: int) -> dict:
@@ -96,6 +102,7 @@ def _write_class_metadata(ds, scheme: ClassScheme) -> None:
 
 
 def _write_prob_metadata(ds, scheme: ClassScheme, band_names: list[str]) -> None:
+    ds.colorinterp = [ColorInterp.gray] + [ColorInterp.undefined] * (ds.count - 1)
     for band, name in enumerate(band_names, start=1):
         ds.set_band_description(band, name)
     for band, info in enumerate(scheme.classes[: ds.count], start=1):

@@ -128,7 +128,8 @@ def footprint(transform: Affine, shape: tuple[int, int], points: int = EDGE_POIN
     t = np.linspace(0.0, 1.0, points, endpoint=False)
     cols = np.concatenate([t * w, np.full(points, w), (1 - t) * w, np.zeros(points)])
     rows = np.concatenate([np.zeros(points), t * h, np.full(points, h), (1 - t) * h])
-    xs, ys = transform * (cols, rows)
+    a, b, c, d, e, f = tuple(transform)[:6]
+    xs, ys = a * cols + b * rows + c, d * cols + e * rows + f
     ring = [[float(x), float(y)] for x, y in zip(xs, ys, strict=True)]
     return {"type": "Polygon", "coordinates": [ring + [ring[0]]]}
 

@@ -28,7 +28,9 @@ import pyogrio
 import shapely
 from affine import Affine
 from pyproj import CRS as ProjCRS
-from pyproj import Geod, Transformer
+from pyproj import Transformer
+from pyproj.crs import ProjectedCRS
+from pyproj.crs.coordinate_operation import LambertAzimuthalEqualAreaConversion
 from rasterio.crs import CRS
 from rasterio.features import shapes, sieve
 
@@ -46,9 +48,16 @@ def _proj_crs(crs: CRS | None) -> ProjCRS | None:
     return None if crs is None else ProjCRS.from_user_input(crs)
 
 
-def _to_lonlat(geoms: np.ndarray, crs: ProjCRS) -> np.ndarray:
-    """Geometries in ``crs`` → longitude/latitude on the CRS's own geodetic datum."""
-    transformer = Transformer.from_crs(crs, crs.geodetic_crs, always_xy=True)
+def _equal_area_crs(crs: ProjCRS, bounds: tuple[float, float, float, float]) -> ProjCRS:
+    """Lambert azimuthal equal-area on ``crs``'s own datum, centred on ``bounds`` (in ``crs``)."""
+    to_lonlat = Transformer.from_crs(crs, crs.geodetic_crs, always_xy=True)
+    lon, lat = to_lonlat.transform((bounds[0] + bounds[2]) / 2, (bounds[1] + bounds[3]) / 2)
+    conversion = LambertAzimuthalEqualAreaConversion(latitude_natural_origin=lat, longitude_natural_origin=lon)
+    return ProjectedCRS(conversion=conversion, geodetic_crs=crs.geodetic_crs)
+
+
+def _reproject(geoms: np.ndarray, src: ProjCRS, dst: ProjCRS) -> np.ndarray:
+    transformer = Transformer.from_crs(src, dst, always_xy=True)
 
     def _project(xy: np.ndarray) -> np.ndarray:
         x, y = transformer.transform(xy[:, 0], xy[:, 1])
@@ -58,26 +67,29 @@ def _to_lonlat(geoms: np.ndarray, crs: ProjCRS) -> np.ndarray:
 
 
 def measure(geoms: np.ndarray, crs: CRS | None) -> tuple[np.ndarray, np.ndarray]:
-    """``(area, perimeter)`` per polygon: geodesic m² / m, or planar transform units without a CRS."""
+    """``(area, perimeter)`` per polygon in m² / m, or planar transform units without a CRS.
+
+    The polygons are projected to a Lambert azimuthal equal-area projection centred on them, on the
+    CRS's own ellipsoid: areas there are the ellipsoidal areas exactly (the projection preserves
+    area), and lengths are within 0.01 % of geodesic ones for anything up to ~300 km across. It
+    gives what a ``pyproj.Geod`` loop gives at vectorized speed (one transform, no Python loop).
+    """
     geoms = np.asarray(geoms, dtype=object)
-    if crs is None:
+    if crs is None or len(geoms) == 0:
         return shapely.area(geoms), shapely.length(geoms)
     pcrs = _proj_crs(crs)
-    geod: Geod = pcrs.get_geod()
-    lonlat = shapely.orient_polygons(_to_lonlat(geoms, pcrs))
-    areas = np.empty(len(geoms))
-    perims = np.empty(len(geoms))
-    for i, geom in enumerate(lonlat):
-        area, perim = geod.geometry_area_perimeter(geom)
-        areas[i], perims[i] = abs(area), perim
-    return areas, perims
+    bounds = tuple(shapely.total_bounds(geoms))
+    projected = _reproject(geoms, pcrs, _equal_area_crs(pcrs, bounds))
+    return shapely.area(projected), shapely.length(projected)
 
 
 def pixel_area(transform: Affine, crs: CRS | None, shape: tuple[int, int]) -> float:
     """Area of the scene's centre pixel: geodesic m², or planar transform units without a CRS."""
     h, w = shape
     row, col = h // 2, w // 2
-    corners = [transform * (col + dc, row + dr) for dc, dr in ((0, 0), (1, 0), (1, 1), (0, 1))]
+    a, b, c, d, e, f = tuple(transform)[:6]
+    corners = [(a * x + b * y + c, d * x + e * y + f)
+               for x, y in ((col, row), (col + 1, row), (col + 1, row + 1), (col, row + 1))]
     area, _ = measure(np.array([shapely.Polygon(corners)], dtype=object), crs)
     return float(area[0])
 
@@ -98,12 +110,24 @@ def _sieve(classes: np.ndarray, valid: np.ndarray, min_pixels: int, nodata: int)
     return sieved
 
 
-def _regions(classes: np.ndarray, valid: np.ndarray, transform: Affine) -> tuple[list, list[int]]:
-    geoms, values = [], []
+def _regions(classes: np.ndarray, valid: np.ndarray, transform: Affine) -> tuple[np.ndarray, np.ndarray]:
+    """Polygons and values of the connected regions, built with shapely's vectorized constructors.
+
+    (``shapely.geometry.shape`` per GeoJSON dict costs ~4× the polygonization itself.)
+    """
+    coords, ring_of_coord, poly_of_ring, values = [], [], [], []
     for geom, value in shapes(classes, mask=valid, transform=transform, connectivity=CONNECTIVITY):
-        geoms.append(shapely.geometry.shape(geom))
+        for ring in geom["coordinates"]:
+            ring_of_coord.append(len(ring))
+            poly_of_ring.append(len(values))
+            coords.extend(ring)
         values.append(int(value))
-    return geoms, values
+    if not values:
+        return np.empty(0, dtype=object), np.empty(0, dtype=np.int64)
+    ring_index = np.repeat(np.arange(len(ring_of_coord)), ring_of_coord)
+    rings = shapely.linearrings(np.asarray(coords, dtype=float), indices=ring_index)
+    polygons = shapely.polygons(rings, indices=np.asarray(poly_of_ring))
+    return polygons, np.asarray(values, dtype=np.int64)
 
 
 def _simplify(geoms: np.ndarray, tolerance: float) -> np.ndarray:
@@ -145,8 +169,6 @@ def polygonize(
         min_pixels = math.ceil(min_area_m2 / pixel_area(transform, crs, classes.shape) - 1e-9)
     sieved = _sieve(classes, valid, min_pixels, nodata)
     geoms, values = _regions(sieved, valid, transform)
-    geoms = np.array(geoms, dtype=object)
-    values = np.array(values, dtype=np.int64)
     if min_pixels > 1:
         pixels = np.rint(shapely.area(geoms) / abs(transform.determinant))
         keep = pixels >= min_pixels

@@ -59,8 +59,10 @@ def test_bad_inputs_fail_with_one_line(s2_scene, collar_scene, random_bundle, tm
     blank = tmp_path / "blank.tif"
     with rasterio.open(s2_scene) as src:
         profile = src.profile
+        descriptions = src.descriptions
     with rasterio.open(blank, "w", **profile) as dst:
         dst.write(np.zeros((profile["count"], profile["height"], profile["width"]), profile["dtype"]))
+        dst.descriptions = descriptions
     cases = [(empty, "empty"), (text, "not a raster"), (truncated, "truncated"), (blank, "no valid pixels"),
              (collar_scene, "cannot find band(s) nir")]
     for path, needle in cases:
@@ -107,8 +109,9 @@ def test_tile_command_writes_tiles_labels_and_index(s2_scene, tmp_path):
     with rasterio.open(s2_scene) as ds:
         left, bottom, right, top = ds.bounds
         crs = ds.crs
+    # tile columns start at 0, 960 and 1920 m: labels from 1300 m on leave the first column unlabelled
     polys = gpd.GeoDataFrame({"class": [0, 2]},
-                             geometry=[box(left + 1500, bottom, right, top), box(left + 900, bottom, left + 1500, top)],
+                             geometry=[box(left + 1800, bottom, right, top), box(left + 1300, bottom, left + 1800, top)],
                              crs=crs)
     labels = tmp_path / "labels.gpkg"
     polys.to_file(labels)
@@ -117,8 +120,7 @@ def test_tile_command_writes_tiles_labels_and_index(s2_scene, tmp_path):
     assert result.exit_code == 0, result.output
     index = gpd.read_file(tmp_path / "t" / "index.gpkg")
     assert {"id", "image", "label", "valid_fraction"} <= set(index.columns)
-    # tiles wholly left of x = left + 900 m carry no labels and are skipped
-    assert 0 < len(index) < 9
+    assert len(index) == 6  # the three unlabelled tiles of the first column are skipped
     first = index.iloc[0]
     with rasterio.open(tmp_path / "t" / first["image"]) as img, rasterio.open(tmp_path / "t" / first["label"]) as lab:
         assert img.crs == crs and img.count == 6 and img.descriptions[0] == "B02"

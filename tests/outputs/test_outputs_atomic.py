@@ -1,0 +1,174 @@
+"""plan_outputs, atomic_write and cleanup_temporaries."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from eoseg.errors import OutputError, OutputExistsError
+from eoseg.outputs.atomic import (
+    atomic_write,
+    cleanup_temporaries,
+    plan_outputs,
+    temporaries,
+    temporary_path,
+)
+
+
+def _unwritable_dir(tmp_path: Path) -> Path:
+    """A directory writes fail in: chmod 0o500 where that blocks writes; a path under a file for root."""
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        (locked / "probe").write_bytes(b"x")
+    except PermissionError:
+        return locked
+    (locked / "probe").unlink()  # root (or CAP_DAC_OVERRIDE): permissions do not block writes
+    locked.chmod(0o700)
+    blocker = tmp_path / "a_regular_file"
+    blocker.write_text("not a directory")
+    return blocker / "sub"
+
+
+def test_plan_names_and_creates_the_directory(tmp_path):
+    out = tmp_path / "nested" / "out"
+    plan = plan_outputs(out, "scene", probabilities=True, overwrite=False)
+    assert out.is_dir()
+    assert plan.classes.name == "scene_classes.tif"
+    assert plan.classes_aux.name == "scene_classes.tif.aux.xml"
+    assert plan.qml.name == "scene_classes.qml"
+    assert plan.probs.name == "scene_probs.tif"
+    assert plan.polygons.name == "scene_polygons.gpkg"
+    assert plan.stac.name == "scene.stac.json"
+    assert all(p.parent == out for p in plan.files())
+    assert list(out.iterdir()) == []  # the write probe is gone
+
+
+def test_plan_without_probabilities(tmp_path):
+    plan = plan_outputs(tmp_path, "s", probabilities=False, overwrite=False)
+    assert plan.probs is None
+    assert "probabilities" not in plan.assets()
+    assert set(plan.assets()) == {"classes", "classes_metadata", "classes_style", "polygons"}
+
+
+def test_plan_refuses_an_existing_output_and_leaves_it_untouched(tmp_path):
+    existing = tmp_path / "s_polygons.gpkg"
+    existing.write_bytes(b"precious")
+    before = existing.stat().st_mtime_ns
+    with pytest.raises(OutputExistsError) as info:
+        plan_outputs(tmp_path, "s", probabilities=True, overwrite=False)
+    err = info.value
+    assert err.path == str(existing)
+    assert str(err).startswith(f"{existing}: output exists.")
+    assert "--overwrite" in str(err)
+    assert isinstance(err, FileExistsError)
+    assert existing.read_bytes() == b"precious" and existing.stat().st_mtime_ns == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s_polygons.gpkg"]
+
+
+def test_plan_names_the_first_existing_output(tmp_path):
+    (tmp_path / "s.stac.json").write_text("{}")
+    (tmp_path / "s_classes.tif.aux.xml").write_text("<PAMDataset/>")
+    with pytest.raises(OutputExistsError, match="s_classes.tif.aux.xml"):
+        plan_outputs(tmp_path, "s", probabilities=False, overwrite=False)
+
+
+def test_plan_ignores_probabilities_it_will_not_write(tmp_path):
+    (tmp_path / "s_probs.tif").write_bytes(b"old")
+    assert plan_outputs(tmp_path, "s", probabilities=False, overwrite=False).probs is None
+
+
+def test_plan_with_overwrite_accepts_existing_outputs(tmp_path):
+    (tmp_path / "s_classes.tif").write_bytes(b"old")
+    plan = plan_outputs(tmp_path, "s", probabilities=True, overwrite=True)
+    assert plan.classes.read_bytes() == b"old"  # planning modifies nothing
+
+
+def test_plan_refuses_an_unwritable_directory(tmp_path):
+    out = _unwritable_dir(tmp_path)
+    with pytest.raises(OutputError) as info:
+        plan_outputs(out, "s", probabilities=False, overwrite=False)
+    assert "choose a writable directory" in str(info.value)
+    assert isinstance(info.value, OSError)
+
+
+def test_plan_refuses_a_directory_under_a_regular_file(tmp_path):
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("x")
+    with pytest.raises(OutputError, match="cannot create the output directory"):
+        plan_outputs(blocker / "sub", "s", probabilities=False, overwrite=False)
+    with pytest.raises(OutputError, match="not a directory|cannot create"):
+        plan_outputs(blocker, "s", probabilities=False, overwrite=False)
+
+
+@pytest.mark.parametrize("stem", ["", "a/b", ".hidden"])
+def test_plan_refuses_a_bad_stem(tmp_path, stem):
+    with pytest.raises(OutputError):
+        plan_outputs(tmp_path, stem, probabilities=False, overwrite=False)
+
+
+def test_temporary_names_keep_the_suffix(tmp_path):
+    assert temporary_path(tmp_path / "x_classes.tif").name == ".x_classes.tmp.tif"
+    assert temporary_path(tmp_path / "x_classes.tif", tag="stage").name == ".x_classes.stage.tmp.tif"
+    assert temporary_path(tmp_path / "x.stac.json").name == ".x.stac.tmp.json"
+    assert temporary_path(tmp_path / "x_polygons.gpkg").parent == tmp_path
+
+
+def test_atomic_write_renames_on_success(tmp_path):
+    final = tmp_path / "x.txt"
+    with atomic_write(final) as tmp:
+        assert tmp.name == ".x.tmp.txt" and tmp.parent == tmp_path
+        tmp.write_text("new")
+        assert not final.exists()
+    assert final.read_text() == "new"
+    assert [p.name for p in tmp_path.iterdir()] == ["x.txt"]
+
+
+def test_atomic_write_removes_the_temporary_on_error_and_keeps_the_old_file(tmp_path):
+    final = tmp_path / "x.txt"
+    final.write_text("old")
+    with pytest.raises(RuntimeError), atomic_write(final) as tmp:
+        tmp.write_text("half")
+        Path(str(tmp) + "-journal").write_text("sidecar")
+        raise RuntimeError("boom")
+    assert final.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["x.txt"]
+
+
+def test_atomic_write_replaces_an_existing_file(tmp_path):
+    final = tmp_path / "x.txt"
+    final.write_text("old")
+    with atomic_write(final) as tmp:
+        tmp.write_text("new")
+    assert final.read_text() == "new"
+
+
+def test_atomic_write_without_output_is_an_error(tmp_path):
+    with pytest.raises(OutputError, match="produced no file"), atomic_write(tmp_path / "x.txt"):
+        pass
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cleanup_removes_only_this_stems_temporaries(tmp_path):
+    leftovers = [".s_classes.tmp.tif", ".s_classes.stage.tmp.tif", ".s_classes.tmp.tif.aux.xml",
+                 ".s_polygons.tmp.gpkg-journal", ".s.stac.tmp.json", ".s_classes.tif.aux.tmp.xml"]
+    keep = ["s_classes.tif", ".s_b_classes.tmp.tif", ".other_classes.tmp.tif", "notes.tmp.txt"]
+    for name in leftovers + keep:
+        (tmp_path / name).write_text("x")
+    assert sorted(p.name for p in temporaries(tmp_path, "s")) == sorted(leftovers)
+    removed = cleanup_temporaries(tmp_path, "s")
+    assert sorted(p.name for p in removed) == sorted(leftovers)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(keep)
+    assert cleanup_temporaries(tmp_path / "missing", "s") == []
+
+
+def test_error_names_file_problem_and_fix(tmp_path):
+    (tmp_path / "s_classes.qml").write_text("x")
+    with pytest.raises(OutputExistsError) as info:
+        plan_outputs(tmp_path, "s", probabilities=False, overwrite=False)
+    text = str(info.value)
+    assert text == f"{tmp_path / 's_classes.qml'}: output exists. pass --overwrite or choose another --out."
+    assert os.fspath(info.value.path).endswith("s_classes.qml")
