@@ -408,7 +408,8 @@ def make_dataset(cfg: DatasetConfig, out: str | Path | None = None, overwrite: b
         roles = roles or sample.roles
         if sample.roles != roles:
             raise DatasetError(f"sources declare different band roles {list(roles)} and {list(sample.roles)}",
-                               path=sample.paths.get("labels"), fix="give every source the same roles in the same order")
+                               path=sample.paths.get("labels"),
+                               fix="give every source the same roles in the same order")
         sid = _unique(sample.id, scenes)
         scenes[sid] = _scene_record(sample, cfg.split)
         for tile_id, (r0, c0, h, w), arrays in cut_tiles(sample, cfg.tile_size, cfg.overlap, cfg.ignore_value,

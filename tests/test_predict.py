@@ -62,7 +62,7 @@ def test_collar_nodata_stays_nodata_and_polygons_avoid_it(collar_scene, random_r
     assert (classes[~valid] == NODATA_CLASS).all()
     assert (classes[valid] != NODATA_CLASS).all()
     assert result.tiles_skipped > 0
-    polygons = gpd.read_file(result.outputs["polygons"])
+    polygons = gpd.read_file(result.outputs["polygons"], layer="l8_collar_crop")
     nodata = unary_union([shape(g) for g, v in shapes(valid.astype(np.uint8), transform=transform) if v == 0])
     assert unary_union(polygons.geometry).intersection(nodata).area < 1e-6 * nodata.area
 

@@ -5,11 +5,12 @@ valid). Polygons never cover nodata: the sieve runs with the valid-pixel mask (s
 a class into nodata nor merges a region into nodata), nodata is re-applied after it, and
 ``rasterio.features.shapes`` polygonizes under the same mask.
 
-Areas and perimeters are ellipsoidal (geodesic, on the CRS's own ellipsoid with ``pyproj.Geod``),
-so they are in m² / m whatever the CRS: UTM, Web Mercator or longitude/latitude alike (QGIS's
-ellipsoidal ``$area`` measures the same way). A scene without a CRS has no ellipsoid: its
-``area_m2`` / ``perimeter_m`` then hold planar values in the transform's units (pixels for an
-identity transform), and the layer is written without a CRS.
+Areas and perimeters are ellipsoidal, on the CRS's own ellipsoid (see :func:`measure`), so they are
+in m² / m whatever the CRS: UTM, Web Mercator or longitude/latitude alike (QGIS's ellipsoidal
+``$area`` measures the same way; a planar UTM area is off by the scale factor, ~0.1 %, and a Web
+Mercator one by up to 1/cos²(latitude)). A scene without a CRS has no ellipsoid: its ``area_m2`` /
+``perimeter_m`` then hold planar values in the transform's units (pixels for an identity
+transform), and the layer is written without a CRS.
 """
 
 from __future__ import annotations
@@ -25,8 +26,10 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pyogrio
+import rasterio
 import shapely
 from affine import Affine
+from pyogrio.errors import DataLayerError, DataSourceError
 from pyproj import CRS as ProjCRS
 from pyproj import Transformer
 from pyproj.crs import ProjectedCRS
@@ -84,7 +87,7 @@ def measure(geoms: np.ndarray, crs: CRS | None) -> tuple[np.ndarray, np.ndarray]
 
 
 def pixel_area(transform: Affine, crs: CRS | None, shape: tuple[int, int]) -> float:
-    """Area of the scene's centre pixel: geodesic m², or planar transform units without a CRS."""
+    """Area of the scene's centre pixel: ellipsoidal m², or planar transform units without a CRS."""
     h, w = shape
     row, col = h // 2, w // 2
     a, b, c, d, e, f = tuple(transform)[:6]
@@ -152,7 +155,7 @@ def polygonize(
 
     Returns columns ``class_id``, ``class_name``, ``area_m2``, ``perimeter_m``, ``geometry``.
     ``min_area_m2``: regions smaller than this are merged into their largest neighbour (GDAL sieve;
-    the pixel threshold comes from the geodesic area of the centre pixel); a small region with no
+    the pixel threshold comes from the ellipsoidal area of the centre pixel); a small region with no
     valid neighbour (an island in nodata) has nothing to merge into and is dropped.
     ``simplify``: tolerance in CRS units (coverage simplification, see :func:`_simplify`).
     An all-nodata input gives an empty layer with the same columns.
@@ -186,8 +189,6 @@ def polygonize(
 
 def polygonize_file(path: Path, scheme: ClassScheme, **kwargs) -> gpd.GeoDataFrame:
     """:func:`polygonize` band 1 of a class raster on disk (e.g. the finished class COG)."""
-    import rasterio
-
     with rasterio.open(path) as ds:
         return polygonize(ds.read(1), ds.transform, ds.crs, scheme, **kwargs)
 
@@ -233,7 +234,7 @@ def write_polygons(gdf: gpd.GeoDataFrame, path: Path, scheme: ClassScheme, layer
         with atomic_write(path) as tmp:
             _write_layer(gdf, tmp, layer)
             _write_style(tmp, layer, vector_qml(scheme))
-    except (OSError, sqlite3.Error, pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError) as exc:
+    except (OSError, sqlite3.Error, DataSourceError, DataLayerError) as exc:
         if isinstance(exc, OutputError):
             raise
         raise OutputError(f"cannot write the polygon GeoPackage ({exc})", path=path,

@@ -1,0 +1,91 @@
+"""eoseg batch: segment an archive of scenes on Dask (a local cluster or an existing scheduler)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from eoseg.cli.options import (
+    allow_ungeo_opt,
+    bands_opt,
+    out_dir_opt,
+    overlap_opt,
+    overwrite_opt,
+    quiet_opt,
+    tile_size_opt,
+)
+
+
+@click.command("batch")
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("-m", "--model", "models", multiple=True, default=("resunet",), show_default=True,
+              help="Packaged bundle name or bundle path (shared by all workers); repeat to ensemble.")
+@out_dir_opt
+@click.option("--workers", type=int, default=None,
+              help="Local cluster: worker processes [default: one per CPU core / thread, or one per GPU].")
+@click.option("--threads-per-worker", type=int, default=1, show_default=True,
+              help="Local cluster: scenes processed at once by each worker.")
+@click.option("--scheduler", default=None, metavar="tcp://HOST:PORT",
+              help="Use this running Dask scheduler instead of starting a local cluster.")
+@click.option("--torch-threads", type=int, default=None,
+              help="PyTorch threads per worker [default: the host's cores divided by its Dask threads].")
+@click.option("--resume", is_flag=True,
+              help="Skip scenes whose completion record matches (same input, model, settings, outputs).")
+@click.option("--checksum-inputs", is_flag=True,
+              help="Identify inputs by sha256 as well as size and mtime in completion records.")
+@click.option("--retries", type=int, default=1, show_default=True,
+              help="Retries of a task after an unexpected error (scene errors such as a corrupt file are final).")
+@click.option("--summary", "summary", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Per-scene class areas in km²: a .csv table, or a .gpkg with the scene footprints.")
+@click.option("--dashboard-address", default="127.0.0.1:8787", show_default=True,
+              help="Where a local cluster serves the Dask dashboard (port 0: any free port).")
+@tile_size_opt
+@overlap_opt
+@click.option("--batch-size", type=int, default=4, show_default=True, help="Tiles per forward pass.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True,
+              help="Autocast precision (auto: bf16/fp16 on CUDA, bf16 on CPUs that support it).")
+@click.option("--tta", type=click.Choice(["none", "flip", "d4"]), default="none", show_default=True,
+              help="Test-time augmentation: average over flips (flip) or the 8 dihedral transforms (d4).")
+@click.option("--probabilities", is_flag=True, help="Also write per-class probabilities (<stem>_probs.tif).")
+@bands_opt
+@click.option("--min-area", type=float, default=0.0, show_default=True,
+              help="Remove polygons smaller than this many m² (sieve).")
+@click.option("--simplify", type=float, default=0.0, show_default=True, help="Simplify polygons (CRS units).")
+@overwrite_opt
+@allow_ungeo_opt
+@quiet_opt
+@click.pass_context
+def command(ctx: click.Context, inputs: tuple[str, ...], models: tuple[str, ...], out_dir: Path,
+            workers: int | None, threads_per_worker: int, scheduler: str | None, torch_threads: int | None,
+            resume: bool, checksum_inputs: bool, retries: int, summary: Path | None, dashboard_address: str,
+            quiet: bool, **settings) -> None:
+    """Segment every scene in INPUTS on Dask, writing what `eoseg predict` writes for each.
+
+    INPUTS are GeoTIFFs, directories (searched recursively), quoted glob patterns or manifests (.txt: one
+    path a line; .csv: a 'path' column). The output tree mirrors the inputs' relative paths. Each scene
+    gets a completion record (<stem>.done.json) written last; --resume skips the scenes whose record still
+    matches. A scene that fails is reported and the batch goes on. Writes OUT/report.jsonl (one line per
+    scene) and prints a summary; exits 0 only if every scene succeeded.
+
+    Examples:
+
+      eoseg batch archive/ --model resunet --out results/ --summary results/summary.csv
+
+      eoseg batch "archive/2019*/*.tif" --out results/ --scheduler tcp://10.0.0.5:8786 --resume
+    """
+    from eoseg.batch import run_batch
+    from eoseg.predict import PredictSettings
+
+    report = run_batch(
+        list(inputs), list(models), out_dir, settings=PredictSettings(**settings), workers=workers,
+        threads_per_worker=threads_per_worker, scheduler=scheduler, resume=resume, retries=retries,
+        summary=summary, progress=not quiet and sys.stderr.isatty(), torch_threads=torch_threads,
+        checksum_inputs=checksum_inputs, dashboard_address=dashboard_address,
+        echo=None if quiet else lambda line: click.echo(line, err=True),
+    )
+    click.echo(report.table())
+    if not report.ok:
+        ctx.exit(1)

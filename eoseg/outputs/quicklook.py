@@ -1,0 +1,82 @@
+"""Quicklook PNG: the scene in true colour beside its class map, with a legend."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.enums import Resampling
+
+from eoseg.classes import ClassScheme
+from eoseg.outputs.atomic import atomic_write
+from eoseg.scene import open_scene
+
+MAX_SIDE = 1200
+
+
+def _decimated_shape(height: int, width: int, max_side: int) -> tuple[int, int]:
+    factor = max(1, math.ceil(max(height, width) / max_side))
+    return max(1, height // factor), max(1, width // factor)
+
+
+def true_colour(scene_path: Path, shape: tuple[int, int], bands: tuple[int, ...] | None = None) -> np.ndarray:
+    """(H, W, 3) floats in 0..1: red, green, blue stretched between their 2nd and 98th percentiles."""
+    scene = open_scene(scene_path, roles=("red", "green", "blue"), bands=bands, allow_ungeoreferenced=True)
+    with rasterio.open(scene_path) as ds:
+        data = ds.read(list(scene.band_indexes), out_shape=(3, *shape), resampling=Resampling.nearest,
+                       out_dtype="float32")
+        masks = ds.read_masks(list(scene.band_indexes), out_shape=(3, *shape), resampling=Resampling.nearest)
+    valid = (masks > 0).all(axis=0) & np.isfinite(data).all(axis=0)
+    rgb = np.zeros((*shape, 3), np.float32)
+    if valid.any():
+        for i in range(3):
+            lo, hi = np.percentile(data[i][valid], [2, 98])
+            rgb[..., i] = np.clip((data[i] - lo) / max(hi - lo, 1e-6), 0, 1)
+    rgb[~valid] = 0
+    return rgb
+
+
+def class_image(classes: np.ndarray, scheme: ClassScheme) -> np.ndarray:
+    """(H, W, 4) RGBA floats from class ids; nodata transparent."""
+    lut = np.zeros((256, 4), np.float32)
+    for cid, colour in scheme.colormap().items():
+        lut[cid] = np.array(colour, np.float32) / 255
+    return lut[classes]
+
+
+def write_quicklook(scene_path: str | Path, classes_path: str | Path, png_path: str | Path, scheme: ClassScheme,
+                    *, title: str | None = None, bands: tuple[int, ...] | None = None,
+                    max_side: int = MAX_SIDE) -> Path:
+    """Write a PNG with the true-colour scene (left) and its classes (right) and a class legend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    scene_path, png_path = Path(scene_path), Path(png_path)
+    with rasterio.open(classes_path) as ds:
+        shape = _decimated_shape(ds.height, ds.width, max_side)
+        classes = ds.read(1, out_shape=shape, resampling=Resampling.nearest)
+    rgb = true_colour(scene_path, shape, bands)
+    aspect = shape[1] / shape[0]
+    fig, axes = plt.subplots(1, 2, figsize=(2 * 5 * min(max(aspect, 0.3), 2.5) + 1, 5.8), dpi=110)
+    axes[0].imshow(rgb)
+    axes[0].set_title("true colour (2–98 % stretch)")
+    axes[1].set_facecolor("#303030")
+    axes[1].imshow(class_image(classes, scheme))
+    axes[1].set_title("eoseg classes")
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    handles = [Patch(facecolor=np.array(c.colour) / 255, edgecolor="black", label=c.name) for c in scheme.classes]
+    handles.append(Patch(facecolor="#303030", edgecolor="black", label="nodata"))
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False)
+    fig.suptitle(title or scene_path.name, fontsize=10)
+    fig.tight_layout(rect=(0, 0.07, 1, 0.95))
+    with atomic_write(png_path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return png_path

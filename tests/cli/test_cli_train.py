@@ -1,0 +1,50 @@
+"""eoseg dataset / train / evaluate through the click group."""
+
+from pathlib import Path
+
+import yaml
+from click.testing import CliRunner
+
+from eoseg.cli import main
+
+OB = Path(__file__).parents[1] / "data" / "ocean_beach"
+
+
+def _dataset_yaml(tmp_path: Path) -> Path:
+    cfg = {"sources": [{"kind": "folder", "labels": str(OB / "labels"), "bands": [
+        {"folder": str(OB / "images_rgb"), "roles": ["red", "green", "blue"]},
+        {"folder": str(OB / "images_nir"), "roles": ["nir"], "stem_replace": [["_ir-", "-"]]}]}],
+        "tile_size": 64, "split": {"train": 0.34, "validation": 0.33, "test": 0.33}}
+    path = tmp_path / "ds.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_dataset_train_evaluate(tmp_path):
+    runner = CliRunner()
+    res = runner.invoke(main, ["dataset", "-c", str(_dataset_yaml(tmp_path)), "-o", str(tmp_path / "ds"), "-q"])
+    assert res.exit_code == 0, res.output
+    assert "bands red,green,blue,nir" in res.output
+    args = ["train", "-c", "configs/resunet-gym.yaml", "--data", str(tmp_path / "ds"), "-o", str(tmp_path / "run"),
+            "-q", "--set", "epochs=1", "--set", "model.params.filters=4", "--set", "batch_size=4"]
+    res = runner.invoke(main, args)
+    assert res.exit_code == 0, res.output
+    assert "best epoch 1/1" in res.output and (tmp_path / "run" / "bundle" / "card.json").is_file()
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert saved["model"]["params"]["filters"] == 4 and saved["schedule"]["name"] == "ramp"
+    res = runner.invoke(main, ["evaluate", "--model", str(tmp_path / "run" / "bundle"), "--data", str(tmp_path / "ds"),
+                               "--split", "validation", "-o", str(tmp_path / "eval"), "-q"])
+    assert res.exit_code == 0, res.output
+    assert "mean IoU" in res.output and "whitewater" in res.output
+    assert (tmp_path / "eval" / "metrics.json").is_file()
+
+
+def test_unknown_config_key_exit_code_2(tmp_path):
+    res = CliRunner().invoke(main, ["train", "-c", "configs/resunet-gym.yaml", "--set", "modle.name=unet"])
+    assert res.exit_code == 2
+    assert "unknown key 'modle'" in res.output
+
+
+def test_evaluate_needs_one_pair():
+    res = CliRunner().invoke(main, ["evaluate", "--model", "x"])
+    assert res.exit_code == 2 and "give either --model and --data, or --pred and --labels" in res.output

@@ -1,0 +1,83 @@
+"""Augmentation keeps image and label aligned, fills the outside with ignore, and is seeded."""
+
+import math
+
+import pytest
+import torch
+
+from eoseg.augment import Augmenter, warp
+from eoseg.config import AugmentConfig
+
+
+def blocks(n: int = 4, size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """Labels in 16 × 16 blocks of classes 0..3; the image's 2 channels encode the label (as float)."""
+    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    label = ((yy // 16) + (xx // 16)) % 4
+    y = label.expand(n, size, size).clone()
+    x = torch.stack([y.float(), -y.float()], dim=1)
+    return x, y
+
+
+def agreement(x: torch.Tensor, y: torch.Tensor) -> float:
+    keep = y != 255
+    return float((x[:, 0].round()[keep] == y[keep].float()).float().mean())
+
+
+def test_flips_and_rot90_exactly_aligned():
+    x, y = blocks()
+    cfg = AugmentConfig(hflip=True, vflip=True, rot90=True, rotation=0, shift=0, zoom=0)
+    xa, ya = Augmenter(cfg, seed=3)(x, y)
+    assert torch.equal(xa[:, 0].long(), ya) and torch.equal(xa[:, 1], -xa[:, 0])
+    assert not torch.equal(ya, y)  # something changed
+
+
+def test_affine_keeps_alignment_and_marks_outside_ignored():
+    x, y = blocks(8)
+    cfg = AugmentConfig(hflip=True, rotation=20, shift=0.1, zoom=0.1)
+    xa, ya = Augmenter(cfg, seed=0)(x, y)
+    assert (ya == 255).any()  # shifted / rotated in from outside
+    assert set(torch.unique(ya).tolist()) <= {0, 1, 2, 3, 255}  # nearest: no new label values
+    assert agreement(xa, ya) > 0.95  # bilinear image vs nearest label differ only along block edges
+
+
+def test_pure_shift_by_hand():
+    x, y = blocks(1)
+    theta = torch.tensor([[[1.0, 0.0, 0.5], [0.0, 1.0, 0.0]]])  # sample 16 px to the right (0.5 of half-width 32)
+    xa, ya = warp(x, y, theta)
+    assert torch.equal(ya[0, :, :48], y[0, :, 16:])
+    assert (ya[0, :, 48:] == 255).all()
+    assert torch.allclose(xa[0, 0, :, :48], x[0, 0, :, 16:], atol=1e-4)
+
+
+def test_rotation_by_90_degrees_matches_rot90():
+    x, y = blocks(1)
+    a = math.radians(90)
+    theta = torch.tensor([[[math.cos(a), -math.sin(a), 0.0], [math.sin(a), math.cos(a), 0.0]]])
+    _, ya = warp(x, y, theta)
+    assert torch.equal(ya[0], torch.rot90(y[0], 1, dims=(0, 1))) or torch.equal(ya[0], torch.rot90(y[0], -1, (0, 1)))
+
+
+def test_seeded_and_photometric_leaves_labels():
+    x, y = blocks()
+    cfg = AugmentConfig(rotation=10, shift=0.05, zoom=0.05, brightness=0.2, contrast=0.2)
+    a1, b1 = Augmenter(cfg, seed=7)(x, y)
+    a2, b2 = Augmenter(cfg, seed=7)(x, y)
+    assert torch.equal(a1, a2) and torch.equal(b1, b2)
+    only_photo = AugmentConfig(hflip=False, rotation=0, shift=0, zoom=0, brightness=0.5, contrast=0.5)
+    xp, yp = Augmenter(only_photo, seed=1)(x, y)
+    assert torch.equal(yp, y) and not torch.equal(xp, x)
+
+
+def test_disabled_is_identity_and_inputs_untouched():
+    x, y = blocks()
+    x0, y0 = x.clone(), y.clone()
+    xa, ya = Augmenter(AugmentConfig(enabled=False))(x, y)
+    assert xa is x and ya is y
+    Augmenter(AugmentConfig(rotation=30))(x, y)
+    assert torch.equal(x, x0) and torch.equal(y, y0)
+
+
+@pytest.mark.parametrize("bad", [{"rotation": -1}, {"shift": 1.5}, {"rotatoin": 5}])
+def test_config_validation(bad):
+    with pytest.raises(ValueError):
+        AugmentConfig(**bad)

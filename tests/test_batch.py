@@ -1,0 +1,471 @@
+"""eoseg.batch: scene discovery, completion records, class areas, and real Dask clusters with faults.
+
+Archives are made of 128 × 128 crops of the real test scenes (one 128-px tile each with the random
+bundle), copied under several names. Cluster tests bind everything to 127.0.0.1 and stop every process
+they start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.windows import Window
+
+from eoseg.batch import (
+    SceneJob,
+    TaskSpec,
+    class_areas_km2,
+    discover_scenes,
+    gpu_worker_specs,
+    input_identity,
+    pixel_areas_m2,
+    read_json,
+    record_mismatch,
+    run_batch,
+    run_scene,
+    torch_threads_for,
+    write_summary,
+)
+from eoseg.bundle import bundle_sha256
+from eoseg.errors import ConfigError
+from eoseg.outputs.cog import validate_cog
+from eoseg.predict import PredictSettings
+
+OFFSETS = [(0, 0), (128, 0), (0, 128), (128, 128), (192, 64), (64, 64), (96, 0), (160, 128)]
+FP32 = PredictSettings(precision="fp32")
+EOSEG = [str(Path(sys.executable).with_name("eoseg"))]
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+def crop(src: Path, dst: Path, col: int = 0, row: int = 0, size: int = 128) -> Path:
+    """A size × size crop of a real scene, keeping CRS, band descriptions, nodata and tags."""
+    with rasterio.open(src) as ds:
+        window = Window(col, row, min(size, ds.width - col), min(size, ds.height - row))
+        profile = ds.profile | {"width": int(window.width), "height": int(window.height),
+                                "transform": ds.transform @ Affine.translation(col, row), "driver": "GTiff"}
+        profile.pop("blockxsize", None), profile.pop("blockysize", None), profile.pop("tiled", None)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        with rasterio.open(dst, "w", **profile) as out:
+            out.write(ds.read(window=window))
+            out.descriptions = ds.descriptions
+            out.update_tags(**ds.tags())
+    return dst
+
+
+def make_archive(root: Path, scene: Path, n: int, prefix: str = "S2A_201601") -> list[Path]:
+    """``n`` crops named like a dated archive (S2A_20160110_0.tif, ...), some in sub-folders."""
+    paths = []
+    for i in range(n):
+        sub = root / ("2016" if i % 2 else "") / f"{prefix}{10 + i:02d}_{i}.tif"
+        paths.append(crop(scene, sub, *OFFSETS[i % len(OFFSETS)]))
+    return paths
+
+
+def poison(path: Path, source: Path) -> Path:
+    """A corrupt GeoTIFF: the first 20 kB of a real one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(source.read_bytes()[:20000])
+    return path
+
+
+def spec_for(bundle: Path, out: Path, **kw) -> TaskSpec:
+    values = dict(models=(str(bundle),), settings=FP32, out_root=out, batch_id="test-batch",
+                  class_ids={"water": 0, "whitewater": 1, "sand": 2, "other": 3}, nodata=255)
+    values = values | kw
+    if "model_hash" not in values:
+        values["model_hash"] = bundle_sha256(bundle)
+    return TaskSpec(**values)
+
+
+def checksums(paths) -> dict[Path, tuple[str, int]]:
+    from eoseg.batch import file_sha256
+
+    return {p: (file_sha256(p), p.stat().st_mtime_ns) for p in paths}
+
+
+def report_lines(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "report.jsonl").read_text().splitlines()]
+
+
+def assert_valid_outputs(out: Path, outcome: dict) -> None:
+    assert outcome["status"] == "ok", outcome
+    classes = out / outcome["outputs"]["classes"]
+    valid, errors, _ = validate_cog(classes)
+    assert valid, errors
+    record = read_json(out / outcome["record"])
+    assert set(record["outputs"]) >= {"classes", "polygons", "stac", "style"}
+
+
+def leftovers(out: Path) -> list[Path]:
+    """Temporaries and claims: nothing hidden may survive a finished batch."""
+    return [p for p in out.rglob(".*") if p.is_file()]
+
+
+# ---------------------------------------------------------------------------------------------- discovery
+
+
+def test_discover_directories_globs_and_manifests(tmp_path, s2_scene):
+    arch = tmp_path / "arch"
+    a = crop(s2_scene, arch / "a.tif")
+    b = crop(s2_scene, arch / "2019" / "b.TIF")
+    crop(s2_scene, arch / ".cache" / "hidden.tif")
+    (arch / "notes.txt").write_text("not a scene")
+    out = arch / "results"
+    crop(s2_scene, out / "a_classes.tif")  # earlier outputs under the input folder are not inputs
+
+    jobs = discover_scenes([arch], exclude=out)
+    assert [(j.path, str(j.relpath)) for j in jobs] == [(b, "2019/b.TIF"), (a, "a.tif")]
+    assert jobs[0].out_dir(out) == out / "2019" and jobs[0].record_path(out) == out / "2019" / "b.done.json"
+
+    globbed = discover_scenes([str(arch / "*" / "*.TIF")])
+    assert [str(j.relpath) for j in globbed] == ["2019/b.TIF"]
+
+    manifest = tmp_path / "list.txt"
+    manifest.write_text(f"# scenes\n{a}\n\narch/2019/b.TIF\n")
+    assert [str(j.relpath) for j in discover_scenes([manifest])] == ["a.tif", "2019/b.TIF"]
+    table = tmp_path / "list.csv"
+    table.write_text(f"date,path\n2016-01-01,{a}\n2019-01-01,arch/2019/b.TIF\n")
+    assert [j.path for j in discover_scenes([table, a])] == [a, b]  # a scene named twice is kept once
+
+
+def test_discover_refuses_clashes_missing_and_empty(tmp_path, s2_scene):
+    one = crop(s2_scene, tmp_path / "x" / "scene.tif")
+    two = crop(s2_scene, tmp_path / "y" / "scene.tif")
+    with pytest.raises(ConfigError, match="same outputs") as clash:
+        discover_scenes([tmp_path / "x", tmp_path / "y"])
+    assert "common parent" in str(clash.value)
+    assert len(discover_scenes([tmp_path])) == 2 and {one, two} == {j.path for j in discover_scenes([tmp_path])}
+    with pytest.raises(ConfigError, match="does not exist"):
+        discover_scenes([tmp_path / "missing"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match="no scenes found"):
+        discover_scenes([tmp_path / "empty"])
+    bad_manifest = tmp_path / "m.txt"
+    bad_manifest.write_text("nowhere.tif\n")
+    with pytest.raises(ConfigError, match="manifest entry"):
+        discover_scenes([bad_manifest])
+
+
+# ---------------------------------------------------------------------------------------------- the task, in process
+
+
+def test_run_scene_results_records_and_policies(tmp_path, s2_scene, collar_scene, random_bundle):
+    scene = crop(s2_scene, tmp_path / "in" / "S2A_20160112_a.tif")
+    job = SceneJob(scene, Path("S2A_20160112_a.tif"))
+    out = tmp_path / "out"
+    spec = spec_for(random_bundle, out, summary=True)
+
+    done = run_scene(job, spec)
+    assert_valid_outputs(out, done)
+    assert done["date"] == "2016-01-12" and done["date_source"] == "filename"
+    assert sum(done["areas_km2"].values()) == pytest.approx(128 * 128 * 100 / 1e6)
+    assert record_mismatch(read_json(job.record_path(out)), job, spec) is None
+    assert not leftovers(out)
+
+    again = run_scene(job, spec)  # no overwrite, no resume: refused, outputs untouched
+    assert again["status"] == "failed" and again["error_type"] == "OutputExistsError"
+    assert "--resume" in again["error"] and read_json(job.record_path(out)) is not None
+
+    before = checksums(out.glob("S2A_*"))
+    skipped = run_scene(job, spec_for(random_bundle, out, resume=True))
+    assert skipped["status"] == "skipped" and checksums(out.glob("S2A_*")) == before
+
+    record = read_json(job.record_path(out))
+    assert record_mismatch(record, job, spec_for(random_bundle, out, settings=PredictSettings(tta="flip")))
+    assert record_mismatch(record, job, spec_for(random_bundle, out, model_hash="other")) == "model changed"
+    os.utime(scene, ns=(time.time_ns(), time.time_ns()))
+    assert record_mismatch(record, job, spec) == "input changed"
+
+    bad = run_scene(SceneJob(poison(tmp_path / "in" / "bad.tif", s2_scene), Path("bad.tif")), spec)
+    assert (bad["status"], bad["error_type"]) == ("failed", "SceneReadError") and str(tmp_path) in bad["error"]
+    bands = run_scene(SceneJob(collar_scene, Path("collar.tif")), spec)
+    assert (bands["status"], bands["error_type"]) == ("failed", "BandMappingError")
+    assert not list(out.glob("bad*")) and not list(out.glob("collar*")) and not leftovers(out)
+
+
+def test_own_claim_lets_a_retry_replace_partial_outputs(tmp_path, s2_scene, random_bundle):
+    """A worker died mid-scene: its claim (same batch) allows the retry to replace what it left."""
+    job = SceneJob(crop(s2_scene, tmp_path / "a.tif"), Path("a.tif"))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a_classes.tif").write_bytes(b"half")  # renamed into place before the death
+    (out / ".a_polygons.tmp.gpkg").write_bytes(b"partial")
+    claim = {"batch": "test-batch", "worker": "tcp://127.0.0.1:1", "pid": 1}
+    job.claim_path(out).write_text(json.dumps(claim))
+
+    other_batch = run_scene(job, spec_for(random_bundle, out, batch_id="another"))
+    assert other_batch["error_type"] == "OutputExistsError"
+    retry = run_scene(job, spec_for(random_bundle, out))
+    assert retry["recovered_from"] == "tcp://127.0.0.1:1"
+    assert_valid_outputs(out, retry)
+    assert not leftovers(out)
+
+
+# ---------------------------------------------------------------------------------------------- class areas
+
+
+def write_classes(path: Path, data: np.ndarray, crs, transform) -> Path:
+    with rasterio.open(path, "w", driver="GTiff", width=data.shape[1], height=data.shape[0], count=1,
+                       dtype="uint8", crs=crs, transform=transform, nodata=255) as ds:
+        ds.write(data, 1)
+    return path
+
+
+IDS = {"water": 0, "whitewater": 1, "sand": 2, "other": 3}
+
+
+def test_class_areas_projected_feet_geographic_and_none(tmp_path):
+    data = np.array([[0, 0, 1, 255], [2, 3, 3, 3]], dtype=np.uint8)
+    utm = write_classes(tmp_path / "utm.tif", data, CRS.from_epsg(32618), Affine(10, 0, 400000, 0, -10, 4e6))
+    areas = class_areas_km2(utm, IDS, 255)
+    assert areas == pytest.approx({"water": 2e-4, "whitewater": 1e-4, "sand": 1e-4, "other": 3e-4, "nodata": 1e-4})
+
+    feet = write_classes(tmp_path / "ft.tif", data, CRS.from_epsg(2263), Affine(10, 0, 9e5, 0, -10, 2e5))
+    assert class_areas_km2(feet, IDS, 255)["other"] == pytest.approx(3 * (10 * 1200 / 3937) ** 2 / 1e6, rel=1e-9)
+
+    # 0.01° pixels at 0° and 60°N against the ellipsoid's area element M(φ)·N(φ)·cos φ·dφ·dλ (WGS84)
+    a, e2, step = 6378137.0, 0.00669437999014, np.radians(0.01)
+    for lat in (0.005, 60.005):
+        w = 1 - e2 * np.sin(np.radians(lat)) ** 2
+        expected = a * (1 - e2) / w**1.5 * a / w**0.5 * np.cos(np.radians(lat)) * step * step
+        got = pixel_areas_m2(CRS.from_epsg(4326), Affine(0.01, 0, 10, 0, -0.01, lat + 0.005), 1)[0]
+        assert got == pytest.approx(expected, rel=1e-4)
+    geo = write_classes(tmp_path / "geo.tif", data, CRS.from_epsg(4326), Affine(0.01, 0, 10, 0, -0.01, 60.01))
+    geo_rows = pixel_areas_m2(CRS.from_epsg(4326), Affine(0.01, 0, 10, 0, -0.01, 60.01), 2)
+    assert class_areas_km2(geo, IDS, 255)["other"] == pytest.approx(3 * geo_rows[1] / 1e6)
+
+    none = write_classes(tmp_path / "none.tif", data, None, Affine.identity())
+    assert class_areas_km2(none, IDS, 255) == dict.fromkeys([*IDS, "nodata"])
+
+
+def test_write_summary_csv_and_gpkg(tmp_path):
+    import geopandas as gpd
+
+    square = {"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 1], [0, 0]]]}
+    results = [
+        {"relpath": "a/S2_20190101.tif", "status": "ok", "date": "2019-01-01", "date_source": "filename",
+         "areas_km2": {"water": 1.5, "whitewater": 0.25, "sand": 0.5, "other": 2.0, "nodata": 0.0},
+         "footprint": square},
+        {"relpath": "bad.tif", "status": "failed"},
+        {"relpath": "old.tif", "status": "skipped", "date": None, "date_source": None,
+         "areas_km2": dict.fromkeys(["water", "whitewater", "sand", "other", "nodata"]), "footprint": None},
+    ]
+    csv_path = write_summary(tmp_path / "s.csv", results, list(IDS))
+    lines = csv_path.read_text().splitlines()
+    assert lines[0] == "scene,date,date_source,water_km2,whitewater_km2,sand_km2,other_km2,nodata_km2"
+    assert lines[1] == "a/S2_20190101.tif,2019-01-01,filename,1.5,0.25,0.5,2.0,0.0" and len(lines) == 3
+    frame = gpd.read_file(write_summary(tmp_path / "s.gpkg", results, list(IDS)))
+    assert frame.crs.to_epsg() == 4326 and list(frame["scene"]) == ["a/S2_20190101.tif", "old.tif"]
+    assert frame.geometry.iloc[0].area == pytest.approx(1.0) and frame.geometry.iloc[1] is None
+
+
+# ---------------------------------------------------------------------------------------------- engine details
+
+
+def test_worker_sizing_threads_and_gpu_specs():
+    spec = spec_for(Path("."), Path("."), model_hash="x", host_threads={"127.0.0.1": 2})
+    worker = SimpleNamespace(address="tcp://127.0.0.1:4000")
+    cpus = len(os.sched_getaffinity(0))
+    assert torch_threads_for(spec, worker) == max(1, cpus // 2)
+    assert torch_threads_for(spec, SimpleNamespace(address="tcp://10.9.9.9:1")) == 1  # unknown host: 1 per thread
+    assert torch_threads_for(spec_for(Path("."), Path("."), model_hash="x", torch_threads=3), worker) == 3
+    specs = gpu_worker_specs(2, 1)
+    assert [s["options"]["env"]["CUDA_VISIBLE_DEVICES"] for s in specs.values()] == ["0", "1"]
+    assert all(s["options"]["resources"] == {"GPU": 1} for s in specs.values())
+
+
+def test_identity_size_mtime_and_optional_checksum(tmp_path):
+    path = tmp_path / "f.tif"
+    path.write_bytes(b"abc")
+    assert set(input_identity(path)) == {"size", "mtime_ns"}
+    assert input_identity(path, checksum=True)["sha256"].startswith("ba7816bf")
+
+
+# ---------------------------------------------------------------------------------------------- local cluster
+
+
+def test_local_cluster_poison_scenes_fail_alone_and_summary(tmp_path, s2_scene, nocrs_scene, collar_scene,
+                                                            random_bundle):
+    arch = tmp_path / "arch"
+    good = make_archive(arch, s2_scene, 4)
+    poison(arch / "corrupt.tif", s2_scene)
+    crop(nocrs_scene, arch / "nocrs.tif")
+    crop(collar_scene, arch / "three_bands.tif")
+    out = tmp_path / "out"
+    report = run_batch(arch, random_bundle, out, settings=FP32, workers=2, summary=out / "summary.gpkg",
+                       dashboard_address="127.0.0.1:0", progress=False)
+
+    assert report.counts == {"ok": 4, "failed": 3, "skipped": 0} and not report.ok and report.workers == 2
+    lines = report_lines(out)
+    assert [line["relpath"] for line in lines] == [r["relpath"] for r in report.results]
+    errors = {line["relpath"]: line["error_type"] for line in lines if line["status"] == "failed"}
+    assert errors == {"corrupt.tif": "SceneReadError", "nocrs.tif": "GeoreferenceError",
+                      "three_bands.tif": "BandMappingError"}
+    for line in lines:
+        assert {"status", "error_type", "error", "seconds", "outputs", "worker"} <= set(line)
+        if line["status"] == "ok":
+            assert_valid_outputs(out, line)
+    assert len({r["worker"] for r in report.results}) == 2
+    loads = [r["load_seconds"] for r in report.results if r["load_seconds"]]
+    assert len(loads) <= 2  # one model load per worker process, then reused
+    assert {str(p.relative_to(arch)) for p in good} == {r["relpath"] for r in report.results if r["status"] == "ok"}
+    assert (out / "2016" / "S2A_20160111_1_classes.tif").exists()  # the tree mirrors the archive
+
+    import geopandas as gpd
+
+    frame = gpd.read_file(out / "summary.gpkg")
+    assert len(frame) == 4 and frame.crs.to_epsg() == 4326
+    total = frame[["water_km2", "whitewater_km2", "sand_km2", "other_km2", "nodata_km2"]].sum(axis=1)
+    assert np.allclose(total, 128 * 128 * 100 / 1e6)
+    assert frame["date"].tolist() == ["2016-01-10", "2016-01-11", "2016-01-12", "2016-01-13"]
+    assert "failed" in report.table() and "corrupt.tif: SceneReadError" in report.table()
+    assert not leftovers(out)
+
+
+def _eoseg_env() -> dict:
+    return os.environ | {"HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def _stop(proc: subprocess.Popen, group: bool = False) -> None:
+    """Stop a process this test started (and, with ``group``, the cluster processes it started itself)."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM) if group else proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL) if group else proc.kill()
+            proc.wait(timeout=10)
+
+
+def wait_for(condition, timeout: float, what: str, proc: subprocess.Popen | None = None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = condition()
+        if found:
+            return found
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"process ended (rc {proc.returncode}) before {what}")
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_resume_after_an_interrupted_run(tmp_path, s2_scene, random_bundle):
+    arch = tmp_path / "arch"
+    make_archive(arch, s2_scene, 6)
+    out = tmp_path / "out"
+    args = [*EOSEG, "batch", str(arch), "--model", str(random_bundle), "--out", str(out), "--workers", "1",
+            "--precision", "fp32", "--dashboard-address", "127.0.0.1:0", "-q"]
+    proc = subprocess.Popen(args, env=_eoseg_env(), start_new_session=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: len(list(out.rglob("*.done.json"))) >= 2, 120, "two finished scenes", proc)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # the interruption: client, scheduler and worker at once
+        proc.wait(timeout=10)
+    finished = sorted(out.rglob("*.done.json"))
+    assert 2 <= len(finished) < 6 and not (out / "report.jsonl").exists()
+    kept = checksums(p for r in finished for p in r.parent.glob(r.name.removesuffix(".done.json") + "*"))
+
+    report = run_batch(arch, random_bundle, out, settings=FP32, workers=2, resume=True,
+                       dashboard_address="127.0.0.1:0", progress=False)
+    assert report.ok and report.counts == {"ok": 6 - len(finished), "failed": 0, "skipped": len(finished)}
+    skipped = {r["record"] for r in report.results if r["status"] == "skipped"}
+    assert skipped == {str(p.relative_to(out)) for p in finished}
+    assert checksums(kept) == kept  # finished outputs byte-identical, same modification time
+    for line in report_lines(out):
+        if line["status"] == "ok":
+            assert_valid_outputs(out, line)
+            assert line["redo_reason"] == "no completion record"
+    assert not leftovers(out)
+
+
+# ---------------------------------------------------------------------------------------------- a real cluster
+
+
+@pytest.fixture
+def dask_cluster(tmp_path):
+    """``dask scheduler`` and two ``dask worker`` processes (no nanny) on 127.0.0.1; stopped afterwards."""
+    dask = str(Path(sys.executable).with_name("dask"))
+    info = tmp_path / "scheduler.json"
+    procs: list[subprocess.Popen] = []
+    env = _eoseg_env()
+
+    def start(*args):
+        procs.append(subprocess.Popen([dask, *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                      start_new_session=True))
+        return procs[-1]
+
+    try:
+        start("scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard", "--scheduler-file", str(info))
+        wait_for(lambda: info.exists() and read_json(info), 60, "the scheduler", procs[0])
+        address = read_json(info)["address"]
+        assert address.startswith("tcp://127.0.0.1:")
+        workers = {name: start("worker", address, "--name", name, "--nthreads", "1", "--no-nanny", "--host",
+                               "127.0.0.1", "--no-dashboard", "--death-timeout", "60")
+                   for name in ("a", "b")}
+        from distributed import Client
+
+        with Client(address) as client:
+            client.wait_for_workers(2, timeout=60)
+        yield SimpleNamespace(address=address, workers=workers)
+    finally:
+        for proc in reversed(procs):
+            _stop(proc)
+
+
+def test_real_cluster_survives_a_killed_worker(tmp_path, dask_cluster, s2_scene, random_bundle):
+    arch = tmp_path / "arch"
+    make_archive(arch, s2_scene, 8)
+    out = tmp_path / "out"
+    args = [*EOSEG, "batch", str(arch), "--model", str(random_bundle), "--out", str(out), "--scheduler",
+            dask_cluster.address, "--precision", "fp32", "--summary", str(out / "summary.csv")]
+    proc = subprocess.Popen(args, env=_eoseg_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    pids = {p.pid: name for name, p in dask_cluster.workers.items()}
+    try:
+        def working_claim():  # a scene a worker is processing right now (claimed, not finished)
+            for claim in out.rglob(".*.claim.json"):
+                data = read_json(claim)
+                if data and data.get("pid") in pids:
+                    return claim, data
+            return None
+
+        wait_for(lambda: list(out.rglob("*.done.json")), 120, "a first finished scene", proc)
+        claim, data = wait_for(working_claim, 60, "a worker at work", proc)
+        victim = dask_cluster.workers[pids[data["pid"]]]
+        victim.kill()  # SIGKILL the worker process mid-scene
+        victim.wait(timeout=10)
+        interrupted = claim.exists()  # still claimed after the death: the task never returned
+        output, _ = proc.communicate(timeout=180)
+    finally:
+        _stop(proc)
+    assert proc.returncode == 0, output
+    assert "Dask dashboard" in output and "ok" in output
+    lines = report_lines(out)
+    assert len(lines) == 8 and all(line["status"] == "ok" for line in lines)
+    for line in lines:
+        assert_valid_outputs(out, line)
+    survivor = {line["worker"] for line in lines} - {data["worker"]}
+    assert len(survivor) == 1
+    if interrupted:  # (almost always: a scene takes ~0.5 s, the race window is a few ms)
+        redone = [line for line in lines if line["recovered_from"] == data["worker"]]
+        assert len(redone) == 1 and redone[0]["worker"] in survivor
+    assert len((out / "summary.csv").read_text().splitlines()) == 9
+    assert not leftovers(out)
