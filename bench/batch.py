@@ -74,8 +74,9 @@ def make_bundle(directory: Path) -> Path:
     return directory
 
 
-def timed_round(archive: list[Path], model: str, work: Path, workers: int, threads: int, precision: str) -> float:
-    """Scenes per second of one warmed batch over the archive on a fresh local cluster."""
+def timed_round(archive: list[Path], model: str, work: Path, workers: int, threads: int,
+                precision: str) -> tuple[float, float]:
+    """(scenes per second, mean seconds per scene task) of one warmed batch over the archive on a fresh cluster."""
     from distributed import LocalCluster
 
     from eoseg.batch import run_batch
@@ -95,7 +96,7 @@ def timed_round(archive: list[Path], model: str, work: Path, workers: int, threa
         assert report.ok and report.counts["ok"] == len(archive), report.table()
     shutil.rmtree(work / "warm", ignore_errors=True)
     shutil.rmtree(out, ignore_errors=True)
-    return len(archive) / seconds
+    return len(archive) / seconds, sum(r["seconds"] for r in report.results) / len(report.results)
 
 
 def main() -> None:
@@ -120,9 +121,9 @@ def main() -> None:
         for r in range(args.repeats):
             order = CONFIGS if r % 2 == 0 else tuple(reversed(CONFIGS))
             for name, workers, threads in order:
-                rate = timed_round(archive, model, work, workers, threads, args.precision)
+                rate, task = timed_round(archive, model, work, workers, threads, args.precision)
                 rounds[name].append(rate)
-                print(f"  round {r + 1}: {name}: {rate:.3f} scenes/s")
+                print(f"  round {r + 1}: {name}: {rate:.3f} scenes/s (a scene task took {task:.2f} s on average)")
         print(f"load average after: {os.getloadavg()[0]:.2f}")
         best = {name: max(rates) for name, rates in rounds.items()}
         for name, rate in best.items():

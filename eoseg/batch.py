@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from eoseg import __version__
-from eoseg.errors import ConfigError, EosegError, OutputError, OutputExistsError
+from eoseg.errors import ConfigError, EosegError, OutputError, OutputExistsError, SceneReadError
 from eoseg.outputs.atomic import atomic_write, cleanup_temporaries, output_files, temporary_path
 from eoseg.predict import PredictSettings
 
@@ -235,7 +235,11 @@ def file_sha256(path: Path) -> str:
 
 def input_identity(path: Path, checksum: bool = False) -> dict:
     """What identifies an input file for resume: size and mtime_ns, plus sha256 if ``checksum``."""
-    stat = Path(path).stat()
+    try:
+        stat = Path(path).stat()
+    except OSError as exc:
+        raise SceneReadError(f"cannot read the scene ({exc.strerror or exc})", path=path,
+                             fix="check that the file exists and is readable from every worker") from None
     identity: dict[str, Any] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
     if checksum:
         identity["sha256"] = file_sha256(path)
@@ -519,7 +523,7 @@ def _relative_outputs(record: dict, job: SceneJob, spec: TaskSpec) -> dict[str, 
     return {k: os.path.relpath(base / e["path"], spec.out_root) for k, e in (record.get("outputs") or {}).items()}
 
 
-def _outcome(job: SceneJob, spec: TaskSpec, worker) -> dict:
+def _outcome(job: SceneJob, worker) -> dict:
     return {"scene": str(job.path), "relpath": str(job.relpath), "status": None, "error_type": None,
             "error": None, "worker": getattr(worker, "address", None), "started": _now(), "seconds": None,
             "load_seconds": 0.0, "predict_seconds": None, "outputs": {}, "record": None, "recovered_from": None,
@@ -577,7 +581,7 @@ def run_scene(job: SceneJob, spec: TaskSpec) -> dict:
     """
     t0 = time.perf_counter()
     worker = _current_worker()
-    out = _outcome(job, spec, worker)
+    out = _outcome(job, worker)
     _configure_process(spec, worker)
     claimed = False
     try:
@@ -787,7 +791,10 @@ def _model_identity(models: tuple[str, ...]) -> tuple[str, dict[str, int], int]:
     return "+".join(bundle_sha256(d) for d in directories), {c.name: c.id for c in scheme.classes}, scheme.nodata
 
 
-def _check_arguments(workers, threads_per_worker, retries, torch_threads, summary) -> None:
+def _check_arguments(workers, threads_per_worker, retries, torch_threads, summary, scheduler) -> None:
+    if scheduler and workers is not None:
+        raise ConfigError("--workers sizes a local cluster and cannot be used with --scheduler", path="--workers",
+                          fix="leave out --workers (the cluster behind --scheduler has its own workers)")
     for name, value, low in (("--workers", workers, 1), ("--threads-per-worker", threads_per_worker, 1),
                              ("--retries", retries, 0), ("--torch-threads", torch_threads, 1)):
         if value is not None and value < low:
@@ -798,9 +805,11 @@ def _check_arguments(workers, threads_per_worker, retries, torch_threads, summar
 
 
 def _failed_outcome(job: SceneJob, exc: BaseException) -> dict:
-    text = str(exc) or repr(exc)
-    return {"scene": str(job.path), "relpath": str(job.relpath), "status": "failed",
-            "error_type": type(exc).__name__, "error": text, "worker": None, "outputs": {}, "record": None}
+    """The outcome of a task that Dask gave up on (unexpected errors after retries, workers that kept dying)."""
+    out = _outcome(job, None)
+    out.update(status="failed", error_type=type(exc).__name__, error=str(exc) or repr(exc), started=None,
+               finished=_now())
+    return out
 
 
 def _collect(future, job: SceneJob) -> dict:
@@ -821,14 +830,19 @@ class _ReportWriter:
         self.tmp = temporary_path(path)
         self.fh = open(self.tmp, "w", encoding="utf-8")  # noqa: SIM115 - closed in finish()
 
+    @staticmethod
+    def line(outcome: dict) -> str:
+        """One JSON line; the footprint (for the .gpkg summary only) is left out to keep lines short."""
+        return json.dumps({k: v for k, v in outcome.items() if k != "footprint"}, default=str) + "\n"
+
     def add(self, outcome: dict) -> None:
-        self.fh.write(json.dumps(outcome, default=str) + "\n")
+        self.fh.write(self.line(outcome))
         self.fh.flush()
 
     def finish(self, ordered: list[dict]) -> None:
         self.fh.close()
         with open(self.tmp, "w", encoding="utf-8") as fh:
-            fh.writelines(json.dumps(o, default=str) + "\n" for o in ordered)
+            fh.writelines(self.line(o) for o in ordered)
         os.replace(self.tmp, self.path)
 
     def abandon(self) -> None:
@@ -909,7 +923,7 @@ def run_batch(
     start = time.perf_counter()
     say = echo or log.info
     settings = as_settings(settings)
-    _check_arguments(workers, threads_per_worker, retries, torch_threads, summary)
+    _check_arguments(workers, threads_per_worker, retries, torch_threads, summary, scheduler)
     out_root = Path(out_dir).expanduser().resolve()
     items = [inputs] if isinstance(inputs, str | os.PathLike) else list(inputs)
     jobs = discover_scenes(items, exclude=out_root)

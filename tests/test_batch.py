@@ -337,6 +337,41 @@ def test_local_cluster_poison_scenes_fail_alone_and_summary(tmp_path, s2_scene, 
     assert not leftovers(out)
 
 
+def test_unexpected_errors_are_retried_then_reported(tmp_path, s2_scene, random_bundle, monkeypatch):
+    """Not a scene error: Dask retries the task (``retries``); past the retries the scene is failed, batch goes on."""
+    import torch
+    from distributed import LocalCluster
+
+    import eoseg.batch as batch
+
+    arch = tmp_path / "arch"
+    make_archive(arch, s2_scene, 2)
+    real = batch.worker_predictor
+    calls: dict[str, int] = {}
+
+    def flaky(spec):  # the first two calls (one per scene) fail, later ones load the model
+        calls["n"] = calls.get("n", 0) + 1
+        if calls["n"] <= 2:
+            raise RuntimeError("transient fault")
+        return real(spec)
+
+    monkeypatch.setattr(batch, "worker_predictor", flaky)
+    kw = dict(settings=FP32, progress=False, torch_threads=torch.get_num_threads())
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol="tcp://", host="127.0.0.1",
+                      dashboard_address="127.0.0.1:0") as cluster:
+        failed = run_batch(arch, random_bundle, tmp_path / "no-retry", retries=0, scheduler=cluster.scheduler_address,
+                           **kw)
+        assert failed.counts["failed"] == 2 and {r["error_type"] for r in failed.results} == {"RuntimeError"}
+        assert all(r["error"] == "transient fault" for r in failed.results)
+        calls["n"] = 0
+        retried = run_batch(arch, random_bundle, tmp_path / "retry", retries=1, scheduler=cluster.scheduler_address,
+                            **kw)
+    assert retried.ok and retried.counts["ok"] == 2 and calls["n"] == 4
+    assert not leftovers(tmp_path / "retry")
+    with pytest.raises(ConfigError, match="--workers"):
+        run_batch(arch, random_bundle, tmp_path / "x", workers=2, scheduler="tcp://127.0.0.1:9")
+
+
 def _eoseg_env() -> dict:
     return os.environ | {"HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
 
