@@ -134,6 +134,7 @@ def scene_sample_data(src: SceneSource) -> tuple[np.ndarray, np.ndarray, np.ndar
     """(image, raw label with ignore outside labels, valid, Scene, stats) for a GeoTIFF source."""
     from rasterio.windows import Window
 
+    from eoseg.labels import load_labels
     from eoseg.scene import SceneReader, open_scene, preflight
 
     scene = open_scene(src.scene, roles=src.roles, bands=src.bands or list(range(1, len(src.roles) + 1)),
@@ -141,44 +142,8 @@ def scene_sample_data(src: SceneSource) -> tuple[np.ndarray, np.ndarray, np.ndar
     stats = preflight(scene)
     with SceneReader(scene) as reader:
         image, valid = reader.read(Window(0, 0, scene.width, scene.height))
-    label = _scene_labels(src, scene)
+    label = load_labels(scene, src.labels, src.class_field)
     return image, label, valid, scene, _stats_dict(stats)
-
-
-def _scene_labels(src: SceneSource, scene) -> np.ndarray:
-    suffix = src.labels.suffix.lower()
-    if suffix in (".gpkg", ".geojson", ".json", ".shp", ".fgb"):
-        return rasterize_labels(src.labels, src.class_field, scene)
-    import rasterio
-
-    with rasterio.open(src.labels) as ds:
-        if (ds.height, ds.width) != (scene.height, scene.width):
-            raise DatasetError(
-                f"label raster is {ds.height} × {ds.width} but the scene is {scene.height} × {scene.width}",
-                path=src.labels, fix="resample the labels onto the scene grid (e.g. gdalwarp -te/-ts)")
-        label = ds.read(1)
-        if ds.nodata is not None:
-            label = np.where(label == ds.nodata, 255, label)
-        return label
-
-
-def rasterize_labels(path: Path, class_field: str, scene) -> np.ndarray:
-    """Burn polygon class values onto the scene grid; pixels outside polygons are unlabelled (255)."""
-    import geopandas as gpd
-    from rasterio.features import rasterize
-
-    frame = gpd.read_file(path)
-    if class_field not in frame.columns:
-        raise DatasetError(f"has no field {class_field!r} (fields: {', '.join(map(str, frame.columns))})",
-                           path=path, fix="set class_field to the column holding class ids")
-    if scene.crs is not None and frame.crs is not None:
-        frame = frame.to_crs(scene.crs)
-    shapes = [(geom, int(v)) for geom, v in zip(frame.geometry, frame[class_field], strict=True)
-              if geom is not None and not geom.is_empty]
-    if not shapes:
-        raise DatasetError("holds no polygons", path=path, fix="check the label file")
-    return rasterize(shapes, out_shape=(scene.height, scene.width), transform=scene.transform, fill=255,
-                     dtype="uint8")
 
 
 # ------------------------------------------------------------------------------------------- labels

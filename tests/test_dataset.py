@@ -246,7 +246,7 @@ def test_scene_source_with_label_polygons(tmp_path):
     total = np.sum([t["class_counts"] for t in m.tiles()], axis=0)
     assert total[0] == pytest.approx(50 * 100, rel=0.05) and total[2] == pytest.approx(50 * 100, rel=0.05)
     assert all(t["window"][:2] == [0, 0] for t in m.tiles())
-    with pytest.raises(DatasetError, match="has no field 'klass'"):
+    with pytest.raises(DatasetError, match="no field 'klass'"):
         make_dataset(cfg.model_copy(update={"sources": [cfg.sources[0].model_copy(update={"class_field": "klass"})]}),
                      tmp_path / "ds2")
 
