@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from eoseg.bundle import ModelBundle, load_bundle
 from eoseg.classes import NODATA_CLASS, ClassScheme
+from eoseg.device import DEVICES, PRECISIONS, autocast_dtype, resolve_device, resolve_precision
 from eoseg.errors import BundleError, ConfigError
 from eoseg.grid import Tile, TileGrid
 from eoseg.outputs import plan_outputs
@@ -36,8 +37,6 @@ from eoseg.stitch import RowSink, StripAccumulator
 
 log = logging.getLogger(__name__)
 
-DEVICES = ("auto", "cpu", "cuda")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 TTA_MODES = ("none", "flip", "d4")
 
 
@@ -95,28 +94,6 @@ class SceneResult:
 
 
 # ---------------------------------------------------------------------------------------------- devices
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("CUDA was requested but no CUDA device is available", path="--device",
-                          fix="use --device cpu or --device auto")
-    return torch.device(device)
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    if precision != "auto":
-        return precision
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    cpu_bf16 = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)() or getattr(
-        torch.cpu, "_is_amx_tile_supported", lambda: False)()
-    return "bf16" if cpu_bf16 else "fp32"
-
-
-_AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def keep_freed_memory_mapped() -> None:
@@ -177,7 +154,7 @@ class Forward:
         if self.device.type == "cuda":
             x = x.pin_memory().to(self.device, non_blocking=True)
         x = x.contiguous(memory_format=torch.channels_last)
-        dtype = _AUTOCAST.get(self.precision)
+        dtype = autocast_dtype(self.precision)
         total = None
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=dtype or torch.float32,
                                                     enabled=dtype is not None):

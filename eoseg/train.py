@@ -27,6 +27,8 @@ from torch import nn
 from eoseg.augment import Augmenter
 from eoseg.config import TrainConfig, dump_config
 from eoseg.dataset import Manifest, TileDataset, load_manifest, standardization_for
+from eoseg.device import autocast_dtype, resolve_device
+from eoseg.device import resolve_precision as resolve_device_precision
 from eoseg.errors import ConfigError, DatasetError, OutputExistsError
 from eoseg.losses import build_loss
 from eoseg.metrics import ConfusionMeter, KLAccumulator, metrics_from_confusion, summary
@@ -62,40 +64,12 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device 'cuda' requested but no CUDA device is available", path="device",
-                          fix="use device: auto or cpu")
-    return device
-
-
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype, or None for fp32.
+    """The autocast dtype for training, or None for fp32 (policy in :mod:`eoseg.device`).
 
-    ``auto`` is bf16 (or fp16 without bf16 support) on CUDA; on CPU it is bf16 where oneDNN has native bf16
-    kernels (AVX512-BF16 / AMX) and fp32 elsewhere. Measured on this project's 2-core AMD EPYC (AVX512-BF16),
-    best of 18 ResUNet training steps (batch 8 × 4 × 96²): 1.15× (filters 4) to 1.7× (filters 8) faster than
-    fp32. channels_last is not used in training (a bf16 + channels_last backward aborted here).
+    channels_last is not used in training (a bf16 + channels_last backward aborted here).
     """
-    if precision == "fp32" or (precision == "auto" and device.type != "cuda" and not _cpu_bf16()):
-        return None
-    if precision == "fp16":
-        if device.type != "cuda":
-            raise ConfigError("fp16 autocast needs a CUDA device", path="precision", fix="use bf16 or fp32 on CPU")
-        return torch.float16
-    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        return torch.float16
-    return torch.bfloat16
-
-
-def _cpu_bf16() -> bool:
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
+    return autocast_dtype(resolve_device_precision(precision, device))
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None):

@@ -70,10 +70,9 @@ def command(ctx: click.Context, inputs: tuple[str, ...], models: tuple[str, ...]
     matches. A scene that fails is reported and the batch goes on. Writes OUT/report.jsonl (one line per
     scene) and prints a summary; exits 0 only if every scene succeeded.
 
+    \b
     Examples:
-
       eoseg batch archive/ --model resunet --out results/ --summary results/summary.csv
-
       eoseg batch "archive/2019*/*.tif" --out results/ --scheduler tcp://10.0.0.5:8786 --resume
     """
     from eoseg.batch import run_batch
