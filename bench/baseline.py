@@ -255,8 +255,9 @@ def run_forest(manifest: Manifest, split: str, bands: Sequence[str], seed: int =
     best = choices[0]
     if selection:
         best = max(choices, key=lambda cw: (selection[str(cw).lower()], cw is None))
+    eval_scenes = scenes(split)  # reading tiles is not timed
     t0 = time.perf_counter()
-    x_eval, y_eval = labelled_pixels(scenes(split), roles, bands)
+    x_eval, y_eval = labelled_pixels(eval_scenes, roles, bands)
     metrics, cm = score_forest(fitted[best], x_eval, y_eval, names)
     inference = time.perf_counter() - t0
     return ForestResult(tuple(bands), feature_names(bands), best, len(y_train), seconds[best], inference, metrics,
@@ -379,13 +380,14 @@ def print_comparison(result: dict) -> None:
     for key in ("random_forest", "random_forest_rgb"):
         if key in result:
             f = result[key]
-            rows.append((f"RF ({','.join(f['bands'])}; {len(f['features'])} features)", f["metrics"]))
+            same = " = model bands" if set(f["bands"]) == set(result["model_bands"]) else ""
+            rows.append((f"RF ({','.join(f['bands'])}; {len(f['features'])} features{same})", f["metrics"]))
     print(format_table(rows, names))
     print(f"\nmodel: evaluate_bundle {result['model_result']['seconds']:.1f} s")
     for key in ("random_forest", "random_forest_rgb"):
         if key in result:
             f = result[key]
-            sel = ", ".join(f"{k}={v:.3f}" for k, v in f["selection_validation_miou"].items())
+            sel = ", ".join(f"{k}={v:.4f}" for k, v in f["selection_validation_miou"].items())
             print(f"RF {','.join(f['bands'])}: class_weight={f['class_weight']} "
                   f"(validation mIoU {sel or 'not compared'}); train {f['train_seconds']:.1f} s on "
                   f"{f['train_pixels']:,} px; inference (features + predict) {f['inference_seconds']:.2f} s")

@@ -19,6 +19,16 @@ to them (input size + mtime_ns [+ sha256], model bundle hash, prediction setting
 with sha256). ``resume=True`` skips scenes whose record still matches and redoes the others. While a scene
 is processed a hidden claim ``.<stem>.claim.json`` names the batch and worker; a retry of the same batch
 (after a worker died mid-scene) recognises its own claim and may replace that scene's partial outputs.
+A scene that fails leaves neither outputs nor a record, so after a batch every scene is either complete
+(outputs + matching record) or absent.
+
+Summary (``summary=``, .csv or .gpkg): one row per finished scene, sorted by date: ``scene, date,
+date_source, <class>_km2..., nodata_km2``. Areas are pixel counts of the class raster × pixel area: in a
+projected CRS |det(transform)| in CRS units² converted to m² with the CRS's linear unit; in a geographic CRS
+the geodesic area (pyproj.Geod on the CRS's ellipsoid) of one pixel of each row, so latitude is accounted for
+row by row. Scenes without a CRS get empty areas. The date is the acquisition date found by
+:func:`eoseg.outputs.stac.scene_datetime` (tags, then the file name), left empty when only the file's mtime
+is known. The .gpkg variant adds each scene's footprint (EPSG:4326) as the geometry.
 """
 
 from __future__ import annotations
@@ -450,6 +460,7 @@ def _configure_process(spec: TaskSpec, worker) -> None:
         import torch
 
         torch.set_num_threads(threads)
+        os.environ["GDAL_NUM_THREADS"] = str(threads)  # COG compression threads: the worker's share too
         _PROCESS["torch_threads"] = threads
 
 
@@ -615,11 +626,10 @@ class Engine:
 
 
 def _wants_cuda(settings: PredictSettings) -> bool:
-    if settings.device == "cpu":
-        return False
-    import torch
+    """Whether the workers will run on CUDA (eoseg.device's policy; asking for CUDA without one fails here)."""
+    from eoseg.device import resolve_device
 
-    return torch.cuda.is_available()
+    return resolve_device(settings.device).type == "cuda"
 
 
 def local_worker_count(workers: int | None, threads_per_worker: int, gpus: int = 0) -> int:
@@ -699,13 +709,29 @@ def _connect(scheduler: str):
 
 
 @contextlib.contextmanager
+def quiet_distributed(level: int) -> Iterator[None]:
+    """Raise the ``distributed`` loggers to ``level`` for a while (cluster start/stop chatter), unless the root
+    logger is at DEBUG (``eoseg -v``). ``LocalCluster(silence_logs=...)`` only quiets distributed's own handlers,
+    not the CLI's root handler."""
+    logger = logging.getLogger("distributed")
+    old = logger.level
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        logger.setLevel(max(level, logger.getEffectiveLevel()))
+    try:
+        yield
+    finally:
+        logger.setLevel(old)
+
+
+@contextlib.contextmanager
 def open_engine(scheduler: str | None, workers: int | None, threads_per_worker: int, settings: PredictSettings,
                 dashboard_address: str = "127.0.0.1:8787") -> Iterator[Engine]:
     """A client on ``scheduler``, or on a local cluster sized to this machine (stopped on exit)."""
     from distributed import Client
 
     if scheduler:
-        client = _connect(scheduler)
+        with quiet_distributed(logging.WARNING):
+            client = _connect(scheduler)
         try:
             info = client.scheduler_info(n_workers=-1)
             gpu = any("GPU" in (w.get("resources") or {}) for w in info.get("workers", {}).values())
@@ -714,12 +740,13 @@ def open_engine(scheduler: str | None, workers: int | None, threads_per_worker: 
             client.close()
         return
     cuda = _wants_cuda(settings)
-    cluster, n = _local_cluster(workers, threads_per_worker, cuda, dashboard_address)
-    try:
-        with Client(cluster) as client:
-            yield Engine(client, n, {"127.0.0.1": n * threads_per_worker}, cuda, _dashboard(client))
-    finally:
-        cluster.close()
+    with quiet_distributed(logging.ERROR):
+        cluster, n = _local_cluster(workers, threads_per_worker, cuda, dashboard_address)
+        try:
+            with Client(cluster) as client:
+                yield Engine(client, n, {"127.0.0.1": n * threads_per_worker}, cuda, _dashboard(client))
+        finally:
+            cluster.close()
 
 
 # ---------------------------------------------------------------------------------------------- driver

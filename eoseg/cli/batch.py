@@ -7,21 +7,12 @@ from pathlib import Path
 
 import click
 
-from eoseg.cli.options import (
-    allow_ungeo_opt,
-    bands_opt,
-    out_dir_opt,
-    overlap_opt,
-    overwrite_opt,
-    quiet_opt,
-    tile_size_opt,
-)
+from eoseg.cli.options import model_opt, out_dir_opt, predict_settings_opts, quiet_opt
 
 
 @click.command("batch")
 @click.argument("inputs", nargs=-1, required=True)
-@click.option("-m", "--model", "models", multiple=True, default=("resunet",), show_default=True,
-              help="Packaged bundle name or bundle path (shared by all workers); repeat to ensemble.")
+@model_opt
 @out_dir_opt
 @click.option("--workers", type=int, default=None,
               help="Local cluster: worker processes [default: one per CPU core / thread, or one per GPU].")
@@ -41,21 +32,7 @@ from eoseg.cli.options import (
               help="Per-scene class areas in km²: a .csv table, or a .gpkg with the scene footprints.")
 @click.option("--dashboard-address", default="127.0.0.1:8787", show_default=True,
               help="Where a local cluster serves the Dask dashboard (port 0: any free port).")
-@tile_size_opt
-@overlap_opt
-@click.option("--batch-size", type=int, default=4, show_default=True, help="Tiles per forward pass.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True,
-              help="Autocast precision (auto: bf16/fp16 on CUDA, bf16 on CPUs that support it).")
-@click.option("--tta", type=click.Choice(["none", "flip", "d4"]), default="none", show_default=True,
-              help="Test-time augmentation: average over flips (flip) or the 8 dihedral transforms (d4).")
-@click.option("--probabilities", is_flag=True, help="Also write per-class probabilities (<stem>_probs.tif).")
-@bands_opt
-@click.option("--min-area", type=float, default=0.0, show_default=True,
-              help="Remove polygons smaller than this many m² (sieve).")
-@click.option("--simplify", type=float, default=0.0, show_default=True, help="Simplify polygons (CRS units).")
-@overwrite_opt
-@allow_ungeo_opt
+@predict_settings_opts
 @quiet_opt
 @click.pass_context
 def command(ctx: click.Context, inputs: tuple[str, ...], models: tuple[str, ...], out_dir: Path,

@@ -35,3 +35,37 @@ allow_ungeo_opt = click.option(
 )
 tile_size_opt = click.option("--tile-size", type=int, default=None, help="Tile size in pixels (multiple of 32).")
 overlap_opt = click.option("--overlap", type=int, default=None, help="Overlap between tiles in pixels.")
+
+
+def _compose(*decorators):
+    def apply(f):
+        for decorator in reversed(decorators):
+            f = decorator(f)
+        return f
+
+    return apply
+
+
+model_opt = click.option(
+    "-m", "--model", "models", multiple=True, default=("resunet",), show_default=True,
+    help="Packaged bundle name or bundle path; repeat to ensemble (probabilities are averaged).",
+)
+
+# Every option of eoseg.predict.PredictSettings, shared by `predict` and `batch`.
+predict_settings_opts = _compose(
+    tile_size_opt,
+    overlap_opt,
+    click.option("--batch-size", type=int, default=4, show_default=True, help="Tiles per forward pass."),
+    click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True),
+    click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto",
+                 show_default=True, help="Autocast precision (auto: bf16/fp16 on CUDA, bf16 on CPUs that support it)."),
+    click.option("--tta", type=click.Choice(["none", "flip", "d4"]), default="none", show_default=True,
+                 help="Test-time augmentation: average over flips (flip) or the 8 dihedral transforms (d4)."),
+    click.option("--probabilities", is_flag=True, help="Also write per-class probabilities (<stem>_probs.tif)."),
+    bands_opt,
+    click.option("--min-area", type=float, default=0.0, show_default=True,
+                 help="Remove polygons smaller than this many m² (sieve)."),
+    click.option("--simplify", type=float, default=0.0, show_default=True, help="Simplify polygons (CRS units)."),
+    overwrite_opt,
+    allow_ungeo_opt,
+)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import tempfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -86,7 +87,8 @@ def _stage_profile(sink: RasterSink) -> dict:
 
 def _cog_options(kind: Kind, width: int, height: int) -> dict:
     options = {
-        "COMPRESS": "DEFLATE", "BLOCKSIZE": BLOCK, "BIGTIFF": "IF_SAFER", "NUM_THREADS": "ALL_CPUS",
+        "COMPRESS": "DEFLATE", "BLOCKSIZE": BLOCK, "BIGTIFF": "IF_SAFER",
+        "NUM_THREADS": os.environ.get("GDAL_NUM_THREADS", "ALL_CPUS"),  # a batch worker sets its own share
         "OVERVIEW_RESAMPLING": overview_resampling(kind), "OVERVIEW_COUNT": overview_count(width, height),
     }
     if kind == "probs":

@@ -110,9 +110,8 @@ def test_tile_command_writes_tiles_labels_and_index(s2_scene, tmp_path):
         left, bottom, right, top = ds.bounds
         crs = ds.crs
     # tile columns start at 0, 960 and 1920 m: labels from 1300 m on leave the first column unlabelled
-    polys = gpd.GeoDataFrame({"class": [0, 2]},
-                             geometry=[box(left + 1800, bottom, right, top), box(left + 1300, bottom, left + 1800, top)],
-                             crs=crs)
+    geometry = [box(left + 1800, bottom, right, top), box(left + 1300, bottom, left + 1800, top)]
+    polys = gpd.GeoDataFrame({"class": [0, 2]}, geometry=geometry, crs=crs)
     labels = tmp_path / "labels.gpkg"
     polys.to_file(labels)
     result = run("tile", s2_scene, "--size", "128", "--overlap", "32", "--out", tmp_path / "t", "--labels", labels,
