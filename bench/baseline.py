@@ -290,11 +290,26 @@ def forest_card_entry(result: ForestResult, info: dict, seed: int, n_estimators:
                       same_bands_as_model=list(result.bands) == list(model_bands))
 
 
-def write_card_metrics(bundle_dir: str | os.PathLike, entries: dict) -> Path:
+def weights_sha256(bundle_dir: str | os.PathLike) -> str:
+    import hashlib
+
+    from eoseg.bundle import MODEL_FILE
+
+    digest = hashlib.sha256()
+    with open(Path(bundle_dir) / MODEL_FILE, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_card_metrics(bundle_dir: str | os.PathLike, entries: dict, expect_weights: str | None = None) -> Path:
     """Merge ``entries`` into ``metrics`` of ``bundle_dir/card.json``, rewriting it atomically; every other key
-    (and the weights file) is left as it was."""
+    (and the weights file) is left as it was. ``expect_weights``: the sha256 of the weights that were scored;
+    refuses to write when the bundle now holds other weights (it was retrained meanwhile)."""
     from eoseg.bundle import CARD_FILE, ModelCard, _json_default
 
+    if expect_weights is not None and weights_sha256(bundle_dir) != expect_weights:
+        raise RuntimeError(f"{bundle_dir} holds other weights than those evaluated; card not updated")
     path = Path(bundle_dir) / CARD_FILE
     data = json.loads(path.read_text(encoding="utf-8"))
     metrics = data.get("metrics") if isinstance(data.get("metrics"), dict) else {}
@@ -340,9 +355,12 @@ def compare(data: str | Path, model: str | Path, split: str = "test", seed: int 
     card = read_card(bundle_dir / "card.json")
     info = split_info(manifest, split)
 
+    sha = weights_sha256(bundle_dir)
     t0 = time.perf_counter()
     report = evaluate_bundle(bundle_dir, manifest.path, split=split, device=device)
     model_seconds = time.perf_counter() - t0
+    if weights_sha256(bundle_dir) != sha:
+        raise RuntimeError(f"{bundle_dir} was rewritten during the evaluation; run again")
 
     cache: dict = {}
     variants = {"random_forest": tuple(b for b in ALL_BANDS if b in manifest.roles)}
@@ -356,6 +374,7 @@ def compare(data: str | Path, model: str | Path, split: str = "test", seed: int 
     comparable = [k for k, f in forests.items() if set(f.bands) == set(card.bands)]
     return {
         "data": str(manifest.path), "model": str(bundle_dir), "model_name": card.name, "model_bands": list(card.bands),
+        "model_weights_sha256": sha,
         **{k: v for k, v in info.items() if k != "dataset"}, "seed": seed,
         "forest_params": {"n_estimators": n_estimators, "max_depth": max_depth, "n_jobs": n_jobs,
                           "max_train_pixels": max_train_pixels, "class_weight": class_weight},
@@ -423,7 +442,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         args.out.write_text(json.dumps(result, indent=1, default=float) + "\n")
         print(f"wrote {args.out}")
     if args.write_card:
-        path = write_card_metrics(result["model"], result["card_entries"])
+        path = write_card_metrics(result["model"], result["card_entries"], result["model_weights_sha256"])
         print(f"updated {path} (metrics: {', '.join(result['card_entries'])})")
     return result
 

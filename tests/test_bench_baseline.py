@@ -130,6 +130,10 @@ def test_compare_and_write_card(ob, tmp_path, bundle_factory):
     assert (bundle / "model.safetensors").read_bytes() == weights
     assert sorted(p.name for p in bundle.iterdir()) == ["card.json", "model.safetensors"]  # no temp file left
 
+    with pytest.raises(RuntimeError, match="other weights"):
+        bl.write_card_metrics(bundle, entries, expect_weights="0" * 64)
+    bl.write_card_metrics(bundle, entries, expect_weights=result["model_weights_sha256"])
+
     from eoseg.bundle import load_bundle
 
     assert load_bundle(bundle).card.metrics["baseline_random_forest"]["mean_iou"] == rf["mean_iou"]

@@ -121,17 +121,21 @@ def test_bf16_autocast_agrees_with_fp32(s2_scene, random_bundle):
     assert (p32.argmax(1) == p16.argmax(1)).mean() > 0.97
 
 
-def test_tiled_prediction_has_no_seams_on_a_real_scene(shared_data, bundle_factory, tmp_path):
-    """A Res-UNet at the default tile size and overlap agrees with one whole-scene forward on >= 99.9 %."""
+@pytest.mark.parametrize("model", ["resunet", "resunet-nir"])
+def test_tiled_prediction_has_no_seams_on_a_real_scene(shared_data, model, tmp_path):
+    """A packaged Res-UNet at its default tile size and overlap agrees with one whole-scene forward on >= 99.9 %.
 
+    (A Res-UNet with random weights is not used here: with 7 × 7 kernels over four stride-2 levels its
+    untrained response reaches hundreds of pixels, so no tile size short of the scene agrees with it; the trained
+    models are what users run.)
+    """
     scene_path = crop_to(shared_data / "scenes/sentinel2_virginia/S2A_18SVG_20160112_L1C_virginia_10m_6band.tif",
-                         tmp_path / "va.tif", Window(900, 700, 1024, 1024))
-    bundle_dir = bundle_factory(tmp_path / "b", filters=8, tile_size=512, overlap=64, seed=3)
-    predictor = Predictor(bundle_dir, PredictSettings(precision="fp32"))
+                         tmp_path / "va.tif", Window(700, 700, 1024, 1024))
+    predictor = Predictor(model, PredictSettings(precision="fp32"))
     result = predictor.predict(scene_path, tmp_path / "out")
-    assert result.tiles == 9  # a 3 × 3 grid: seams in both directions
+    assert result.tiles >= 9  # at least a 3 × 3 grid: seams in both directions
     scene = open_scene(scene_path, roles=predictor.card.bands)
-    std = Standardization.from_dict(predictor.card.standardization).for_stats(preflight(scene))
+    std = predictor.standardization.for_stats(preflight(scene))
     with SceneReader(scene) as reader:
         x, valid = reader.read(Window(0, 0, scene.width, scene.height))
     whole = predictor.forward(std.apply(x, valid)[None])[0].argmax(0)

@@ -61,19 +61,21 @@ def write_quicklook(scene_path: str | Path, classes_path: str | Path, png_path: 
         shape = _decimated_shape(ds.height, ds.width, max_side)
         classes = ds.read(1, out_shape=shape, resampling=Resampling.nearest)
     rgb = true_colour(scene_path, shape, bands)
-    aspect = shape[1] / shape[0]
-    fig, axes = plt.subplots(1, 2, figsize=(2 * 5 * min(max(aspect, 0.3), 2.5) + 1, 5.8), dpi=110)
+    aspect = min(max(shape[1] / shape[0], 0.25), 2.5)  # width / height of one panel
+    panel_h = 5.0
+    fig_w = max(2 * panel_h * aspect + 1.0, 7.5)  # wide enough for titles and the legend
+    fig, axes = plt.subplots(1, 2, figsize=(fig_w, panel_h + 1.2), dpi=110)
     axes[0].imshow(rgb)
-    axes[0].set_title("true colour (2–98 % stretch)")
+    axes[0].set_title("true colour", fontsize=9)
     axes[1].set_facecolor("#303030")
     axes[1].imshow(class_image(classes, scheme))
-    axes[1].set_title("eoseg classes")
+    axes[1].set_title("eoseg classes", fontsize=9)
     for ax in axes:
         ax.set_xticks([])
         ax.set_yticks([])
     handles = [Patch(facecolor=np.array(c.colour) / 255, edgecolor="black", label=c.name) for c in scheme.classes]
     handles.append(Patch(facecolor="#303030", edgecolor="black", label="nodata"))
-    fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False)
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False, fontsize=8)
     fig.suptitle(title or scene_path.name, fontsize=10)
     fig.tight_layout(rect=(0, 0.07, 1, 0.95))
     with atomic_write(png_path) as tmp:
