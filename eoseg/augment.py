@@ -73,11 +73,14 @@ class Augmenter:
         return warp(x, y, self.theta(x.shape[0]), self.ignore_index)
 
     def _photometric(self, x: torch.Tensor) -> torch.Tensor:
-        n = x.shape[0]
-        shape = (n, 1, 1, 1)
-        contrast = (1.0 + self._uniform(n, self.cfg.contrast)).view(shape).to(x)
-        brightness = self._uniform(n, self.cfg.brightness).view(shape).to(x)
-        mean = x.mean(dim=(1, 2, 3), keepdim=True)
+        # per band: each band shifted and scaled on its own, as when a scene's per-band stretch differs from
+        # the training chips' (another land/water mix, haze); otherwise one shift and scale for all bands
+        n, c = x.shape[:2]
+        bands = c if self.cfg.per_band else 1
+        shape = (n, bands, 1, 1)
+        contrast = (1.0 + self._uniform(n * bands, self.cfg.contrast)).view(shape).to(x)
+        brightness = self._uniform(n * bands, self.cfg.brightness).view(shape).to(x)
+        mean = x.mean(dim=(2, 3) if self.cfg.per_band else (1, 2, 3), keepdim=True)
         return (x - mean) * contrast + mean + brightness
 
 

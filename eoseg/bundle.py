@@ -300,9 +300,22 @@ def card_json(card: ModelCard) -> str:
                           fix="keep card values to str, numbers, lists and dicts") from None
 
 
+FP16_MAX = 65504.0
+
+
 def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The state dict on the CPU, float32 tensors stored as float16 where they fit (half the file size;
+    ``load_state_dict`` casts them back to the model's float32)."""
+    import torch
+
     model = getattr(model, "_orig_mod", model)  # torch.compile wrapper
-    return {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    state = {}
+    for key, value in model.state_dict().items():
+        value = value.detach().to("cpu").contiguous()
+        if value.dtype == torch.float32 and value.numel() and float(value.abs().max()) < FP16_MAX:
+            value = value.half()
+        state[key] = value
+    return state
 
 
 def _write_temp(directory: Path, fname: str, write: Callable[[str], object]) -> Path:
@@ -310,6 +323,7 @@ def _write_temp(directory: Path, fname: str, write: Callable[[str], object]) -> 
     tmp = directory / f".{fname}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
     try:
         write(str(tmp))
+        os.chmod(tmp, 0o644)  # safetensors creates 0600 files; bundles are meant to be shared
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

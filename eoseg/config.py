@@ -140,6 +140,7 @@ class AugmentConfig(_Strict):
     zoom: float = Field(0.05, ge=0, lt=1)  # ± fraction (Gym: AUG_ZOOM)
     brightness: float = Field(0.0, ge=0)  # ± shift in standardized units
     contrast: float = Field(0.0, ge=0, lt=1)  # ± relative
+    per_band: bool = False  # brightness / contrast drawn for each band on its own
 
 
 class EarlyStopConfig(_Strict):

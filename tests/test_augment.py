@@ -81,3 +81,16 @@ def test_disabled_is_identity_and_inputs_untouched():
 def test_config_validation(bad):
     with pytest.raises(ValueError):
         AugmentConfig(**bad)
+
+
+def test_per_band_jitter_shifts_bands_independently():
+    x = torch.zeros(2, 4, 8, 8)
+    y = torch.ones(2, 8, 8, dtype=torch.long)
+    common = dict(hflip=False, rotation=0, shift=0, zoom=0, brightness=0.8, contrast=0.0)
+    xa, ya = Augmenter(AugmentConfig(**common, per_band=True), seed=3)(x, y)
+    shifts = xa[:, :, 0, 0]
+    assert torch.equal(ya, y)
+    assert (xa == shifts[:, :, None, None]).all()  # one shift per image and band, constant over pixels
+    assert (shifts.std(dim=1) > 0).all() and shifts.abs().max() <= 0.8
+    xs, _ = Augmenter(AugmentConfig(**common, per_band=False), seed=3)(x, y)
+    assert (xs[:, :, 0, 0].std(dim=1) == 0).all()  # the default shifts all bands alike
