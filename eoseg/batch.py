@@ -270,6 +270,7 @@ def build_record(job: SceneJob, spec: TaskSpec, outputs: dict[str, Path], identi
     base = job.out_dir(spec.out_root)
     return {
         "eoseg_version": __version__,
+        "batch": spec.batch_id,
         "input": {"path": str(job.path), **identity},
         "model": {"refs": list(spec.models), "sha256": spec.model_hash},
         "settings": settings_key(spec.settings),
@@ -541,15 +542,26 @@ def _outcome(job: SceneJob, worker) -> dict:
             "redo_reason": None}
 
 
-def _skip_if_done(job: SceneJob, spec: TaskSpec, out: dict) -> bool:
+def _skip_if_done(job: SceneJob, spec: TaskSpec, out: dict, *, own_batch_only: bool = False) -> bool:
+    """Use a matching completion record instead of predicting again.
+
+    With ``--resume`` any matching record counts (status ``skipped``). Without it, only a record written by
+    this same batch does: the scene finished, but its worker died before Dask collected the result, and the
+    retry must not trip over the batch's own outputs (status ``ok``).
+    """
     record_path = job.record_path(spec.out_root)
     record = read_json(record_path)
+    if own_batch_only and (record is None or record.get("batch") != spec.batch_id):
+        return False
     reason = record_mismatch(record, job, spec)
     if reason is not None:
         out["redo_reason"] = reason
         return False
+    claim = read_json(job.claim_path(spec.out_root))
+    if own_batch_only and claim is not None and claim.get("batch") == spec.batch_id:
+        out["recovered_from"] = claim.get("worker")
     _release(job, spec)  # a claim left by a run killed between record and release
-    out.update(status="skipped", outputs=_relative_outputs(record or {}, job, spec),
+    out.update(status="ok" if own_batch_only else "skipped", outputs=_relative_outputs(record or {}, job, spec),
                record=os.path.relpath(record_path, spec.out_root))
     return True
 
@@ -596,7 +608,8 @@ def run_scene(job: SceneJob, spec: TaskSpec) -> dict:
     _configure_process(spec, worker)
     claimed = False
     try:
-        if not (spec.resume and _skip_if_done(job, spec, out)):
+        done = _skip_if_done(job, spec, out) if spec.resume else _skip_if_done(job, spec, out, own_batch_only=True)
+        if not done:
             out["recovered_from"] = _claim(job, spec, worker)
             claimed = True
             _predict_and_record(job, spec, out)

@@ -87,10 +87,10 @@ class SceneResult:
         return self.height * self.width / 1e6 / max(self.seconds, 1e-9)
 
     def summary(self) -> str:
-        names = ", ".join(p.name for p in self.outputs.values())
+        out_dir = self.outputs["classes"].parent
         return (f"{self.scene.name}: {self.width}×{self.height} px, {self.tiles} tiles ({self.tiles_skipped} empty "
                 f"skipped), {self.seconds:.1f} s, {self.megapixels_per_second:.2f} MP/s on {self.device}/"
-                f"{self.precision} → {names}")
+                f"{self.precision} → {len(self.outputs)} outputs in {out_dir}/")
 
 
 # ---------------------------------------------------------------------------------------------- devices

@@ -177,11 +177,16 @@ def test_run_scene_results_records_and_policies(tmp_path, s2_scene, collar_scene
     assert record_mismatch(read_json(job.record_path(out)), job, spec) is None
     assert not leftovers(out)
 
-    again = run_scene(job, spec)  # no overwrite, no resume: refused, outputs untouched
+    before = checksums(out.glob("S2A_*"))
+    # a later batch without overwrite or resume: refused, outputs untouched
+    again = run_scene(job, spec_for(random_bundle, out, summary=True, batch_id="a-later-batch"))
     assert again["status"] == "failed" and again["error_type"] == "OutputExistsError"
     assert "--resume" in again["error"] and read_json(job.record_path(out)) is not None
+    # the same batch again: a retry after the worker died between finishing and handing back its result
+    retry = run_scene(job, spec)
+    assert retry["status"] == "ok" and retry["outputs"] == done["outputs"]
+    assert checksums(out.glob("S2A_*")) == before
 
-    before = checksums(out.glob("S2A_*"))
     skipped = run_scene(job, spec_for(random_bundle, out, resume=True))
     assert skipped["status"] == "skipped" and checksums(out.glob("S2A_*")) == before
 

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from eoseg.bundle import CARD_FILE, ModelCard, packaged_bundles, read_card, weights_dir
+from eoseg.bundle import CARD_FILE, ModelCard, packaged_bundles, read_card, resolve_bundle
 from eoseg.errors import BundleError
 from eoseg.models import describe_models, input_multiple
 
@@ -31,7 +31,7 @@ def bundle_rows() -> list[dict]:
     rows = []
     for name in packaged_bundles():
         try:
-            card = read_card(weights_dir() / name / CARD_FILE)
+            card = read_card(resolve_bundle(name) / CARD_FILE)
         except BundleError as exc:
             rows.append({"name": name, "error": exc.problem})
             continue
