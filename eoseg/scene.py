@@ -331,9 +331,8 @@ class SceneReader:
         return data, valid
 
     def strips(self, rows: int | None = None) -> Iterator[Window]:
-        """Full-width windows covering the scene, aligned to the block height."""
-        block_h = self._ds.block_shapes[0][0]
-        rows = rows or max(block_h, (max(1, 4_000_000 // max(1, self.scene.width)) // block_h) * block_h)
+        """Full-width windows of about a megapixel each, covering the scene top to bottom."""
+        rows = rows or max(16, 1_000_000 // max(1, self.scene.width))
         for r0 in range(0, self.scene.height, rows):
             yield Window(0, r0, self.scene.width, min(rows, self.scene.height - r0))
 

@@ -20,6 +20,7 @@ import datetime as dt
 import math
 import sqlite3
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import geopandas as gpd
@@ -113,11 +114,21 @@ def _sieve(classes: np.ndarray, valid: np.ndarray, min_pixels: int, nodata: int)
     return sieved
 
 
-def _regions(classes: np.ndarray, valid: np.ndarray, transform: Affine) -> tuple[np.ndarray, np.ndarray]:
-    """Polygons and values of the connected regions, built with shapely's vectorized constructors.
+CHUNK_POLYGONS = 50_000
 
-    (``shapely.geometry.shape`` per GeoJSON dict costs ~4× the polygonization itself.)
-    """
+
+def _regions(classes: np.ndarray, valid: np.ndarray, transform: Affine) -> tuple[np.ndarray, np.ndarray]:
+    """Polygons and values of all connected regions (see :func:`_region_chunks`)."""
+    parts = list(_region_chunks(classes, valid, transform))
+    if not parts:
+        return np.empty(0, dtype=object), np.empty(0, dtype=np.int64)
+    return np.concatenate([g for g, _ in parts]), np.concatenate([v for _, v in parts])
+
+
+def _region_chunks(classes: np.ndarray, valid: np.ndarray, transform: Affine,
+                   chunk: int = CHUNK_POLYGONS) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Polygons and values of the connected regions, ``chunk`` regions at a time, built with shapely's
+    vectorized constructors (``shapely.geometry.shape`` per GeoJSON dict costs ~4× the polygonization)."""
     coords, ring_of_coord, poly_of_ring, values = [], [], [], []
     for geom, value in shapes(classes, mask=valid, transform=transform, connectivity=CONNECTIVITY):
         for ring in geom["coordinates"]:
@@ -125,8 +136,14 @@ def _regions(classes: np.ndarray, valid: np.ndarray, transform: Affine) -> tuple
             poly_of_ring.append(len(values))
             coords.extend(ring)
         values.append(int(value))
-    if not values:
-        return np.empty(0, dtype=object), np.empty(0, dtype=np.int64)
+        if len(values) == chunk:
+            yield _build(coords, ring_of_coord, poly_of_ring, values)
+            coords, ring_of_coord, poly_of_ring, values = [], [], [], []
+    if values:
+        yield _build(coords, ring_of_coord, poly_of_ring, values)
+
+
+def _build(coords: list, ring_of_coord: list, poly_of_ring: list, values: list) -> tuple[np.ndarray, np.ndarray]:
     ring_index = np.repeat(np.arange(len(ring_of_coord)), ring_of_coord)
     rings = shapely.linearrings(np.asarray(coords, dtype=float), indices=ring_index)
     polygons = shapely.polygons(rings, indices=np.asarray(poly_of_ring))
@@ -167,17 +184,28 @@ def polygonize(
     valid = classes != nodata
     if not valid.any():
         return _empty_frame(crs)
-    min_pixels = 0
-    if min_area_m2 > 0:
-        min_pixels = math.ceil(min_area_m2 / pixel_area(transform, crs, classes.shape) - 1e-9)
+    min_pixels = _min_pixels(classes, transform, crs, min_area_m2)
     sieved = _sieve(classes, valid, min_pixels, nodata)
     geoms, values = _regions(sieved, valid, transform)
+    frame = _frame(geoms, values, transform, crs, scheme, min_pixels, simplify)
+    return _empty_frame(crs) if frame is None else frame
+
+
+def _min_pixels(classes: np.ndarray, transform: Affine, crs: CRS | None, min_area_m2: float) -> int:
+    if min_area_m2 <= 0:
+        return 0
+    return math.ceil(min_area_m2 / pixel_area(transform, crs, classes.shape) - 1e-9)
+
+
+def _frame(geoms: np.ndarray, values: np.ndarray, transform: Affine, crs: CRS | None, scheme: ClassScheme,
+           min_pixels: int, simplify: float) -> gpd.GeoDataFrame | None:
+    """The attribute table of some regions (None when none is left after the size filter)."""
     if min_pixels > 1:
         pixels = np.rint(shapely.area(geoms) / abs(transform.determinant))
         keep = pixels >= min_pixels
         geoms, values = geoms[keep], values[keep]
     if len(geoms) == 0:
-        return _empty_frame(crs)
+        return None
     geoms = _simplify(geoms, simplify)
     areas, perimeters = measure(geoms, crs)
     frame = {
@@ -185,6 +213,43 @@ def polygonize(
         "area_m2": areas, "perimeter_m": perimeters,
     }
     return gpd.GeoDataFrame(frame, geometry=list(geoms), crs=_proj_crs(crs))
+
+
+def write_polygons_streamed(classes: np.ndarray, transform: Affine, crs: CRS | None, path: Path,
+                            scheme: ClassScheme, *, min_area_m2: float = 0, simplify: float = 0,
+                            layer: str | None = None, chunk: int = CHUNK_POLYGONS) -> Path:
+    """:func:`polygonize` straight into a GeoPackage, ``chunk`` regions at a time.
+
+    Memory then follows the chunk, not the number of regions in the scene (a full Landsat-sized scene
+    has hundreds of thousands). Coverage simplification needs every polygon at once, so with ``simplify``
+    the layer is built in memory (:func:`polygonize`, :func:`write_polygons`).
+    """
+    classes = np.ascontiguousarray(classes, dtype=np.uint8)
+    if simplify > 0:
+        gdf = polygonize(classes, transform, crs, scheme, min_area_m2=min_area_m2, simplify=simplify)
+        return write_polygons(gdf, path, scheme, layer)
+    path = Path(path)
+    layer = layer or default_layer_name(path)
+    valid = classes != int(scheme.nodata)
+    min_pixels = _min_pixels(classes, transform, crs, min_area_m2)
+    sieved = _sieve(classes, valid, min_pixels, int(scheme.nodata))
+    try:
+        with atomic_write(path) as tmp:
+            written = False
+            for geoms, values in _region_chunks(sieved, valid, transform, chunk):
+                frame = _frame(geoms, values, transform, crs, scheme, min_pixels, 0)
+                if frame is not None:
+                    _write_layer(frame, tmp, layer, append=written)
+                    written = True
+            if not written:
+                _write_layer(_empty_frame(crs), tmp, layer)
+            _write_style(tmp, layer, vector_qml(scheme))
+    except (OSError, sqlite3.Error, DataSourceError, DataLayerError) as exc:
+        if isinstance(exc, OutputError):
+            raise
+        raise OutputError(f"cannot write the polygon GeoPackage ({exc})", path=path,
+                          fix="check free disk space and that the directory is writable") from exc
+    return path
 
 
 def polygonize_file(path: Path, scheme: ClassScheme, **kwargs) -> gpd.GeoDataFrame:
@@ -208,11 +273,11 @@ def _style_row(layer: str, geometry_column: str, qml: str) -> pd.DataFrame:
     })
 
 
-def _write_layer(gdf: gpd.GeoDataFrame, path: Path, layer: str) -> None:
+def _write_layer(gdf: gpd.GeoDataFrame, path: Path, layer: str, append: bool = False) -> None:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*'crs' was not provided.*")
         pyogrio.write_dataframe(gdf, path, layer=layer, driver="GPKG", geometry_type="Polygon",
-                                promote_to_multi=False)
+                                promote_to_multi=False, append=append)
 
 
 def _write_style(path: Path, layer: str, qml: str) -> None:

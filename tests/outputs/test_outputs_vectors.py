@@ -236,3 +236,24 @@ def test_write_polygons_failure_leaves_nothing(tmp_path, s2, monkeypatch):
     with pytest.raises(OutputError, match="disk full"):
         write_polygons(gdf, tmp_path / "x_polygons.gpkg", COASTAL)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("min_area", [0, 500])
+def test_streamed_writing_equals_the_in_memory_layer(l8, tmp_path, min_area):
+    classes, transform, crs = l8
+    expected = polygonize(classes, transform, crs, COASTAL, min_area_m2=min_area)
+    chunk = len(expected) // 4 + 1
+    path = vectors.write_polygons_streamed(classes, transform, crs, tmp_path / "x_polygons.gpkg", COASTAL,
+                                           min_area_m2=min_area, chunk=chunk)
+    got = gpd.read_file(path, layer="x")
+    assert len(expected) > 2 * chunk and len(got) == len(expected)  # several chunks, every region once
+    assert sorted(got["class_id"]) == sorted(expected["class_id"])
+    np.testing.assert_allclose(sorted(got["area_m2"]), sorted(expected["area_m2"]), rtol=1e-6)
+    assert got.crs == expected.crs and read_styles(path)
+    assert shapely.union_all(got.geometry.values).equals(shapely.union_all(expected.geometry.values))
+
+
+def test_streamed_writing_of_an_all_nodata_raster(l8, tmp_path):
+    classes, transform, crs = l8
+    path = vectors.write_polygons_streamed(np.full_like(classes, 255), transform, crs, tmp_path / "e.gpkg", COASTAL)
+    assert len(gpd.read_file(path, layer="e")) == 0
