@@ -25,7 +25,7 @@ from eoseg.bundle import ModelBundle, load_bundle
 from eoseg.classes import NODATA_CLASS, ClassScheme
 from eoseg.device import DEVICES, PRECISIONS, autocast_dtype, resolve_device, resolve_precision
 from eoseg.errors import BundleError, ConfigError
-from eoseg.grid import Tile, TileGrid
+from eoseg.grid import Tile, TileGrid, check_tile_size
 from eoseg.outputs import plan_outputs
 from eoseg.outputs.cog import RasterSink
 from eoseg.outputs.qgis import raster_qml, write_qml
@@ -286,6 +286,7 @@ class Predictor:
         self.standardization = Standardization.from_dict(self.card.standardization)
         self.tile_size = self.settings.tile_size or self.card.tile_size
         self.overlap = self.settings.overlap if self.settings.overlap is not None else self.card.overlap
+        check_tile_size(self.tile_size, self.overlap)
         self.forward = Forward([b.model for b in self.bundles], self.device, self.precision, self.settings.tta)
         if self.device.type == "cpu":
             keep_freed_memory_mapped()
@@ -353,9 +354,7 @@ class Predictor:
         outputs["style"] = paths.qml
         if paths.probs is not None:
             outputs["probabilities"] = paths.probs
-        with rasterio.open(paths.classes) as ds:
-            classes = ds.read(1)
-        write_polygons_streamed(classes, scene.transform, scene.crs, paths.polygons, self.scheme,
+        write_polygons_streamed(paths.classes, scene.transform, scene.crs, paths.polygons, self.scheme,
                                 min_area_m2=self.settings.min_area, simplify=self.settings.simplify)
         outputs["polygons"] = paths.polygons
         write_stac_item(paths.stac, scene_path=scene.path, item_id=scene.stem, outputs=dict(outputs),

@@ -20,7 +20,7 @@ import datetime as dt
 import math
 import sqlite3
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import geopandas as gpd
@@ -37,6 +37,7 @@ from pyproj.crs import ProjectedCRS
 from pyproj.crs.coordinate_operation import LambertAzimuthalEqualAreaConversion
 from rasterio.crs import CRS
 from rasterio.features import shapes, sieve
+from rasterio.windows import Window
 
 from eoseg.classes import ClassScheme
 from eoseg.errors import OutputError
@@ -117,18 +118,84 @@ def _sieve(classes: np.ndarray, valid: np.ndarray, min_pixels: int, nodata: int)
 CHUNK_POLYGONS = 50_000
 
 
-def _regions(classes: np.ndarray, valid: np.ndarray, transform: Affine) -> tuple[np.ndarray, np.ndarray]:
+def _regions(classes: np.ndarray, nodata: int, transform: Affine) -> tuple[np.ndarray, np.ndarray]:
     """Polygons and values of all connected regions (see :func:`_region_chunks`)."""
-    parts = list(_region_chunks(classes, valid, transform))
+    parts = list(_region_chunks(_array_rows(classes), classes.shape[0], transform, nodata))
     if not parts:
         return np.empty(0, dtype=object), np.empty(0, dtype=np.int64)
     return np.concatenate([g for g, _ in parts]), np.concatenate([v for _, v in parts])
 
 
-def _region_chunks(classes: np.ndarray, valid: np.ndarray, transform: Affine,
-                   chunk: int = CHUNK_POLYGONS) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Polygons and values of the connected regions, ``chunk`` regions at a time, built with shapely's
-    vectorized constructors (``shapely.geometry.shape`` per GeoJSON dict costs ~4× the polygonization)."""
+BAND_ROWS = 1024
+
+
+RowReader = Callable[[int, int], np.ndarray]  # (first row, end row) → class ids of those rows
+
+
+def _array_rows(classes: np.ndarray) -> RowReader:
+    return lambda r0, r1: classes[r0:r1]
+
+
+def _file_rows(path: Path) -> RowReader:
+    def read(r0: int, r1: int) -> np.ndarray:
+        with rasterio.open(path) as ds:
+            return ds.read(1, window=Window(0, r0, ds.width, r1 - r0))
+
+    return read
+
+
+def _region_chunks(read_rows: RowReader, height: int, transform: Affine, nodata: int,
+                   chunk: int = CHUNK_POLYGONS, band_rows: int = BAND_ROWS) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Polygons and values of the connected regions (class != ``nodata``), about ``chunk`` at a time.
+
+    GDAL's polygonizer keeps every polygon of its input in memory before handing out the first, so the
+    raster is polygonized ``band_rows`` rows at a time; regions cut by a band edge are held back and merged
+    per class at the end (their parts share the cut edge exactly). Rotated grids are done in one band.
+    """
+    if transform.b or transform.d:
+        band_rows = height
+    held: list[tuple[np.ndarray, np.ndarray]] = []
+    for r0 in range(0, height, band_rows):
+        r1 = min(height, r0 + band_rows)
+        band_transform = transform @ Affine.translation(0, r0)
+        band = np.ascontiguousarray(read_rows(r0, r1), dtype=np.uint8)
+        for geoms, values in _shape_chunks(band, band != nodata, band_transform, chunk):
+            cut = _on_cut(geoms, transform, [r for r in (r0, r1) if 0 < r < height])
+            if (~cut).any():
+                yield geoms[~cut], values[~cut]
+            if cut.any():
+                held.append((geoms[cut], values[cut]))
+    if held:
+        yield from _merge_held(np.concatenate([g for g, _ in held]), np.concatenate([v for _, v in held]), chunk)
+
+
+def _on_cut(geoms: np.ndarray, transform: Affine, rows: list[int]) -> np.ndarray:
+    """Which polygons reach one of the band-edge ``rows`` (north- or south-up grids)."""
+    cut = np.zeros(len(geoms), bool)
+    if not rows:
+        return cut
+    bounds = shapely.bounds(geoms)
+    eps = abs(transform.e) * 1e-6
+    for row in rows:
+        y = transform.f + row * transform.e
+        cut |= (np.abs(bounds[:, 1] - y) < eps) | (np.abs(bounds[:, 3] - y) < eps)
+    return cut
+
+
+def _merge_held(geoms: np.ndarray, values: np.ndarray, chunk: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Union the cut pieces of each class; pieces that only touch at a corner stay apart (4-connectivity)."""
+    for value in np.unique(values):
+        parts = shapely.get_parts(shapely.union_all(geoms[values == value]))
+        parts = parts[shapely.get_type_id(parts) == 3]  # polygons (no stray lines or points)
+        for i in range(0, len(parts), chunk):
+            piece = parts[i:i + chunk]
+            yield piece, np.full(len(piece), int(value), dtype=np.int64)
+
+
+def _shape_chunks(classes: np.ndarray, valid: np.ndarray, transform: Affine,
+                  chunk: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """``rasterio.features.shapes`` of one band, built with shapely's vectorized constructors
+    (``shapely.geometry.shape`` per GeoJSON dict costs ~4× the polygonization itself)."""
     coords, ring_of_coord, poly_of_ring, values = [], [], [], []
     for geom, value in shapes(classes, mask=valid, transform=transform, connectivity=CONNECTIVITY):
         for ring in geom["coordinates"]:
@@ -186,7 +253,7 @@ def polygonize(
         return _empty_frame(crs)
     min_pixels = _min_pixels(classes, transform, crs, min_area_m2)
     sieved = _sieve(classes, valid, min_pixels, nodata)
-    geoms, values = _regions(sieved, valid, transform)
+    geoms, values = _regions(sieved, nodata, transform)
     frame = _frame(geoms, values, transform, crs, scheme, min_pixels, simplify)
     return _empty_frame(crs) if frame is None else frame
 
@@ -215,28 +282,37 @@ def _frame(geoms: np.ndarray, values: np.ndarray, transform: Affine, crs: CRS | 
     return gpd.GeoDataFrame(frame, geometry=list(geoms), crs=_proj_crs(crs))
 
 
-def write_polygons_streamed(classes: np.ndarray, transform: Affine, crs: CRS | None, path: Path,
+def write_polygons_streamed(classes: np.ndarray | Path, transform: Affine, crs: CRS | None, path: Path,
                             scheme: ClassScheme, *, min_area_m2: float = 0, simplify: float = 0,
                             layer: str | None = None, chunk: int = CHUNK_POLYGONS) -> Path:
     """:func:`polygonize` straight into a GeoPackage, ``chunk`` regions at a time.
 
-    Memory then follows the chunk, not the number of regions in the scene (a full Landsat-sized scene
-    has hundreds of thousands). Coverage simplification needs every polygon at once, so with ``simplify``
-    the layer is built in memory (:func:`polygonize`, :func:`write_polygons`).
+    ``classes`` is an array or the path of a class raster; from a path without ``min_area_m2`` the raster is
+    read band by band, so memory follows the band and the chunk, not the scene (a full Landsat-sized scene
+    has hundreds of thousands of regions). The sieve needs the whole raster, and coverage simplification every
+    polygon at once (that case is built in memory with :func:`polygonize` and :func:`write_polygons`).
     """
-    classes = np.ascontiguousarray(classes, dtype=np.uint8)
+    nodata = int(scheme.nodata)
+    if isinstance(classes, str | Path) and (min_area_m2 > 0 or simplify > 0):
+        classes = _file_rows(Path(classes))(0, _height(Path(classes)))
     if simplify > 0:
         gdf = polygonize(classes, transform, crs, scheme, min_area_m2=min_area_m2, simplify=simplify)
         return write_polygons(gdf, path, scheme, layer)
+    min_pixels = 0
+    if isinstance(classes, np.ndarray):
+        classes = np.ascontiguousarray(classes, dtype=np.uint8)
+        valid = classes != nodata
+        min_pixels = _min_pixels(classes, transform, crs, min_area_m2)
+        classes = _sieve(classes, valid, min_pixels, nodata)
+        read_rows, height = _array_rows(classes), classes.shape[0]
+    else:
+        read_rows, height = _file_rows(Path(classes)), _height(Path(classes))
     path = Path(path)
     layer = layer or default_layer_name(path)
-    valid = classes != int(scheme.nodata)
-    min_pixels = _min_pixels(classes, transform, crs, min_area_m2)
-    sieved = _sieve(classes, valid, min_pixels, int(scheme.nodata))
     try:
         with atomic_write(path) as tmp:
             written = False
-            for geoms, values in _region_chunks(sieved, valid, transform, chunk):
+            for geoms, values in _region_chunks(read_rows, height, transform, nodata, chunk):
                 frame = _frame(geoms, values, transform, crs, scheme, min_pixels, 0)
                 if frame is not None:
                     _write_layer(frame, tmp, layer, append=written)
@@ -250,6 +326,11 @@ def write_polygons_streamed(classes: np.ndarray, transform: Affine, crs: CRS | N
         raise OutputError(f"cannot write the polygon GeoPackage ({exc})", path=path,
                           fix="check free disk space and that the directory is writable") from exc
     return path
+
+
+def _height(path: Path) -> int:
+    with rasterio.open(path) as ds:
+        return ds.height
 
 
 def polygonize_file(path: Path, scheme: ClassScheme, **kwargs) -> gpd.GeoDataFrame:

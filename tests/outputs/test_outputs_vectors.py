@@ -257,3 +257,40 @@ def test_streamed_writing_of_an_all_nodata_raster(l8, tmp_path):
     classes, transform, crs = l8
     path = vectors.write_polygons_streamed(np.full_like(classes, 255), transform, crs, tmp_path / "e.gpkg", COASTAL)
     assert len(gpd.read_file(path, layer="e")) == 0
+
+
+@pytest.mark.parametrize("scene", ["s2", "l8"])
+def test_band_by_band_polygons_equal_whole_raster_polygons(scene, request):
+    """Regions cut by band edges are merged back: the same regions, areas and coverage as in one pass."""
+    classes, transform, _ = request.getfixturevalue(scene)
+
+    def regions(band_rows):
+        rows = vectors._array_rows(classes)
+        parts = list(vectors._region_chunks(rows, classes.shape[0], transform, COASTAL.nodata, band_rows=band_rows))
+        return np.concatenate([g for g, _ in parts]), np.concatenate([v for _, v in parts])
+
+    whole_g, whole_v = regions(classes.shape[0])
+    band_g, band_v = regions(37)
+    assert len(band_g) == len(whole_g) and sorted(band_v) == sorted(whole_v)
+    for value in np.unique(whole_v):
+        np.testing.assert_allclose(sorted(shapely.area(band_g[band_v == value])),
+                                   sorted(shapely.area(whole_g[whole_v == value])), rtol=1e-9)
+    a, b = shapely.union_all(band_g), shapely.union_all(whole_g)
+    assert shapely.symmetric_difference(a, b).area < 1e-9 * b.area  # same coverage up to float noise
+    assert shapely.is_valid(band_g).all()
+
+
+def test_streamed_writing_from_a_class_raster_file(l8, tmp_path):
+    classes, transform, crs = l8
+    raster = tmp_path / "c.tif"
+    with rasterio.open(raster, "w", driver="GTiff", width=classes.shape[1], height=classes.shape[0], count=1,
+                       dtype="uint8", crs=crs, transform=transform, nodata=255) as ds:
+        ds.write(classes, 1)
+    expected = polygonize(classes, transform, crs, COASTAL)
+    path = vectors.write_polygons_streamed(raster, transform, crs, tmp_path / "f_polygons.gpkg", COASTAL)
+    got = gpd.read_file(path, layer="f")
+    assert len(got) == len(expected)
+    np.testing.assert_allclose(got["area_m2"].sum(), expected["area_m2"].sum(), rtol=1e-9)
+    sieved = vectors.write_polygons_streamed(raster, transform, crs, tmp_path / "s_polygons.gpkg", COASTAL,
+                                             min_area_m2=500)
+    assert len(gpd.read_file(sieved, layer="s")) == len(polygonize(classes, transform, crs, COASTAL, min_area_m2=500))
