@@ -309,22 +309,16 @@ def write_polygons_streamed(classes: np.ndarray | Path, transform: Affine, crs: 
         read_rows, height = _file_rows(Path(classes)), _height(Path(classes))
     path = Path(path)
     layer = layer or default_layer_name(path)
-    try:
-        with atomic_write(path) as tmp:
-            written = False
-            for geoms, values in _region_chunks(read_rows, height, transform, nodata, chunk):
-                frame = _frame(geoms, values, transform, crs, scheme, min_pixels, 0)
-                if frame is not None:
-                    _write_layer(frame, tmp, layer, append=written)
-                    written = True
-            if not written:
-                _write_layer(_empty_frame(crs), tmp, layer)
-            _write_style(tmp, layer, vector_qml(scheme))
-    except (OSError, sqlite3.Error, DataSourceError, DataLayerError) as exc:
-        if isinstance(exc, OutputError):
-            raise
-        raise OutputError(f"cannot write the polygon GeoPackage ({exc})", path=path,
-                          fix="check free disk space and that the directory is writable") from exc
+    with _geopackage(path) as tmp:
+        written = False
+        for geoms, values in _region_chunks(read_rows, height, transform, nodata, chunk):
+            frame = _frame(geoms, values, transform, crs, scheme, min_pixels, 0)
+            if frame is not None:
+                _write_layer(frame, tmp, layer, append=written)
+                written = True
+        if not written:
+            _write_layer(_empty_frame(crs), tmp, layer)
+        _write_style(tmp, layer, vector_qml(scheme))
     return path
 
 
@@ -376,16 +370,23 @@ def write_polygons(gdf: gpd.GeoDataFrame, path: Path, scheme: ClassScheme, layer
     """
     path = Path(path)
     layer = layer or default_layer_name(path)
+    with _geopackage(path) as tmp:
+        _write_layer(gdf, tmp, layer)
+        _write_style(tmp, layer, vector_qml(scheme))
+    return path
+
+
+@contextlib.contextmanager
+def _geopackage(path: Path) -> Iterator[Path]:
+    """A temporary GeoPackage renamed to ``path`` when complete; write failures become one OutputError."""
     try:
         with atomic_write(path) as tmp:
-            _write_layer(gdf, tmp, layer)
-            _write_style(tmp, layer, vector_qml(scheme))
+            yield tmp
     except (OSError, sqlite3.Error, DataSourceError, DataLayerError) as exc:
         if isinstance(exc, OutputError):
             raise
         raise OutputError(f"cannot write the polygon GeoPackage ({exc})", path=path,
                           fix="check free disk space and that the directory is writable") from exc
-    return path
 
 
 def read_styles(path: Path) -> list[dict]:
