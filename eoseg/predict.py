@@ -11,7 +11,7 @@ import ctypes
 import logging
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -384,18 +384,5 @@ def predict_scene(scene: str | Path, model: str | Path | ModelBundle | Sequence 
     return Predictor(model, PredictSettings(**settings)).predict(scene, out_dir, progress=progress)
 
 
-def predict_scenes(scenes: Sequence[str | Path], model, out_dir: str | Path, *, progress: bool | None = None,
-                   on_error: Callable[[Path, Exception], None] | None = None, **settings) -> Iterator[SceneResult]:
-    """Segment several scenes with one loaded model; errors go to ``on_error`` (or are raised)."""
-    predictor = Predictor(model, PredictSettings(**settings))
-    for scene in scenes:
-        try:
-            yield predictor.predict(scene, out_dir, progress=progress)
-        except Exception as exc:  # noqa: BLE001 - handed to the caller's policy
-            if on_error is None:
-                raise
-            on_error(Path(scene), exc)
-
-
-__all__ = ["Forward", "PredictSettings", "Predictor", "SceneResult", "predict_scene", "predict_scenes",
+__all__ = ["Forward", "PredictSettings", "Predictor", "SceneResult", "predict_scene",
            "run_tiles"]

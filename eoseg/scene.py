@@ -377,8 +377,3 @@ def preflight(scene: Scene, max_samples: int = 1_000_000) -> SceneStats:
         p98=tuple(float(v) for v in p98),
         valid_fraction=valid_count / (scene.width * scene.height),
     )
-
-
-def scene_stats(scene: Scene) -> SceneStats:
-    """Alias of :func:`preflight` for callers that want the statistics."""
-    return preflight(scene)
