@@ -7,6 +7,7 @@ finished rows out) that the exactness tests drive directly.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import sys
@@ -238,18 +239,24 @@ def _forward_batch(pending: list, forward: Callable[[np.ndarray], np.ndarray], a
 
 
 def strip_tile_reader(reader: SceneReader, grid: TileGrid, standardization: Standardization) -> TileReader:
-    """Reads each tile row once as a strip and cuts tiles from it (overlaps are not read twice)."""
+    """Reads each tile row once as a strip and cuts tiles from it (overlaps are not read twice).
+
+    Per-pixel standardizations are applied once to the strip; Gym's ``image`` mode depends on the tile's own
+    statistics and is applied per tile.
+    """
     cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    per_tile = standardization.mode == "image"
 
     def read_tile(tile: Tile) -> tuple[np.ndarray, np.ndarray]:
         if tile.row not in cache:
             cache.clear()
             window = Window(0, tile.row_off, grid.width, tile.height)
-            cache[tile.row] = reader.read(window, pad=(tile.pad_bottom, tile.pad_right))
+            data, valid = reader.read(window, pad=(tile.pad_bottom, tile.pad_right))
+            cache[tile.row] = (data if per_tile else standardization.apply(data, valid)), valid
         data, valid = cache[tile.row]
         cols = slice(tile.col_off, tile.col_off + tile.size[1])
         x, v = data[:, :, cols], valid[:, cols]
-        return standardization.apply(x, v), v
+        return (standardization.apply(x, v) if per_tile else x), v
 
     return read_tile
 
@@ -364,17 +371,9 @@ class Predictor:
         return outputs
 
 
-class _NullContext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
 def _optional_probs_sink(path: Path | None, k: int, common: dict):
     if path is None:
-        return _NullContext()
+        return contextlib.nullcontext()
     return RasterSink(path, count=k, dtype="uint8", nodata=None, kind="probs", **common)
 
 

@@ -156,3 +156,19 @@ def test_blending_beats_pasting_with_the_packaged_model(shared_data, tmp_path):
     assert overlaps.mean() > 0.3
     assert (blended == whole)[overlaps].mean() >= (pasted == whole)[overlaps].mean()
     assert (blended == whole).mean() >= (pasted == whole).mean()
+
+
+@pytest.mark.parametrize("mode", ["scene", "image"])
+def test_strip_reader_standardizes_like_each_tile_alone(s2_scene, mode):
+    from eoseg.predict import strip_tile_reader
+
+    scene = open_scene(s2_scene, roles=("blue", "green", "red", "nir"))
+    std = Standardization(mode).for_stats(preflight(scene))
+    grid = TileGrid(scene.height, scene.width, 128, 32)
+    with SceneReader(scene) as reader:
+        read = strip_tile_reader(reader, grid, std)
+        for tile in (grid.tile(0, 0), grid.tile(1, 2)):
+            x, valid = read(tile)
+            raw, raw_valid = reader.read(tile.window)
+            np.testing.assert_array_equal(valid, raw_valid)
+            np.testing.assert_allclose(x, std.apply(raw, raw_valid), rtol=1e-6, atol=1e-6)

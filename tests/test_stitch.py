@@ -79,7 +79,7 @@ def test_nodata_pixels_become_255_and_empty_tiles_are_skipped():
 def test_weights_taper_only_inside_overlaps():
     grid = TileGrid(200, 200, 64, 16)
     first = blend_weights(grid, grid.tile(0, 0))
-    assert (first[0, :] [:40] == 1).all() and (first[:40, 0] == 1).all()  # scene border: no taper
+    assert (first[0, :40] == 1).all() and (first[:40, 0] == 1).all()  # scene border: no taper
     assert first[-1, -1] < first[30, 30] == 1  # overlap with neighbours: tapered
     last = blend_weights(grid, grid.tile(grid.shape[0] - 1, grid.shape[1] - 1))
     assert last[-1, -1] == 1 and last[0, 0] < 1
