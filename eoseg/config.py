@@ -141,6 +141,11 @@ class AugmentConfig(_Strict):
     brightness: float = Field(0.0, ge=0)  # ± shift in standardized units
     contrast: float = Field(0.0, ge=0, lt=1)  # ± relative
     per_band: bool = False  # brightness / contrast drawn for each band on its own
+    # sensor and scene differences: coarser pixels (a tile blurred by a random factor in [1, 1 + resolution],
+    # e.g. 2 turns 10 m Sentinel-2 into 30 m Landsat), and haze (a random shift in [0, haze] standardized units,
+    # largest in the first band and falling linearly to a fifth of it in the last: bands in wavelength order)
+    resolution: float = Field(0.0, ge=0, le=7)
+    haze: float = Field(0.0, ge=0)
 
 
 class EarlyStopConfig(_Strict):
