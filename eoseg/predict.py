@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import logging
 import sys
 import time
@@ -367,7 +368,7 @@ class Predictor:
                        bar: tqdm) -> TileCounts:
         k = len(self.scheme)
         common = dict(width=scene.width, height=scene.height, crs=scene.crs, transform=scene.transform,
-                      scheme=self.scheme)
+                      scheme=self.scheme, tags=input_tags(scene, standardization))
         with RasterSink(paths.classes, count=1, dtype="uint8", nodata=NODATA_CLASS, kind="classes",
                         **common) as classes_sink, _optional_probs_sink(paths.probs, k, common) as probs_sink:
 
@@ -399,6 +400,14 @@ class Predictor:
                                     "eoseg:scaling": scaling.to_dict() if scaling else None})
         outputs["stac"] = paths.stac
         return outputs
+
+
+def input_tags(scene: Scene, standardization: Standardization) -> dict[str, str]:
+    """Raster tags recording what the model read: the band mapping, standardization and reflectance scaling."""
+    tags = {"eoseg_bands": json.dumps(scene.band_mapping), "eoseg_standardization": standardization.mode}
+    if standardization.scaling is not None:
+        tags["eoseg_scaling"] = json.dumps(standardization.scaling.to_dict())
+    return tags
 
 
 def _optional_probs_sink(path: Path | None, k: int, common: dict):

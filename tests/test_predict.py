@@ -223,6 +223,9 @@ def test_reflectance_model_sees_reflectance(data_dir, reflectance_bundle, tmp_pa
     assert item["properties"]["eoseg:standardization"] == "reflectance"
     assert [b["band"] for b in item["properties"]["eoseg:bands"]] == bands
     assert result.scaling["source"] == source and "reflectance" in result.summary()
+    with rasterio.open(result.outputs["classes"]) as ds:
+        assert json.loads(ds.tags()["eoseg_scaling"])["source"] == source
+        assert [b["band"] for b in json.loads(ds.tags()["eoseg_bands"])] == bands
 
 
 def test_scale_and_offset_override_and_unknown_units(collar_scene, bundle_factory, tmp_path):
