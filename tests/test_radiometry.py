@@ -158,3 +158,16 @@ def test_reflectance_standardization_clips_then_scores():
     assert Standardization.from_dict(std.to_dict()) == std
     with pytest.raises(Exception, match="no scaling"):
         Standardization("reflectance", mean=(0.1, 0.2), std=(0.05, 0.1)).apply(x)
+
+
+def test_wrong_units_are_warned_about(caplog):
+    import logging
+
+    from eoseg.radiometry import check_reflectance_range
+
+    float_dn = Scaling((1.0,) * 2, (0.0,) * 2, "float", "")
+    with caplog.at_level(logging.WARNING, logger="eoseg.radiometry"):
+        check_reflectance_range(float_dn, [0.3, 0.4], "ok.tif")
+        assert caplog.text == ""
+        check_reflectance_range(float_dn, [3000.0, 4000.0], "dn.tif")
+    assert "dn.tif" in caplog.text and "above reflectance" in caplog.text

@@ -207,3 +207,16 @@ def test_local_crs_without_datum_is_refused_at_open(tmp_path):
         open_scene(path, roles=("red", "green", "blue"))
     scene = open_scene(path, roles=("red", "green", "blue"), allow_ungeoreferenced=True)
     assert scene.crs is None and not scene.georeferenced
+
+
+@pytest.mark.parametrize("name, nir, swir1, swir2", [
+    ("LT04_L1TP_042034_19890821_T1.tif", "B4", "B5", "B7"),
+    ("LT05_L2SP_042034_20000821_20200905_02_T1.tif", "SR_B4", "SR_B5", "SR_B7"),
+    ("LE07_L1TP_042034_20170815_T1.tif", "B4", "B5", "B7"),
+    ("LC08_L1TP_042034_20200821_T1.tif", "B5", "B6", "B7"),
+    ("LC09_L2SP_042034_20220821_20220905_02_T1.tif", "SR_B5", "SR_B6", "SR_B7"),
+    ("S2B_MSIL2A_20230110T155509_N0509_R011_T18SVG.tif", "B08", "B11", "B12"),
+])
+def test_five_band_roles_for_landsat_4_to_9_and_sentinel2(name, nir, swir1, swir2):
+    sensor = detect_sensor(name)
+    assert (role_of(nir, sensor), role_of(swir1, sensor), role_of(swir2, sensor)) == ("nir", "swir1", "swir2")
