@@ -174,6 +174,12 @@ def sentinel2_offset(tags: dict[str, str], band_tags: Sequence[dict[str, str]], 
     return 0.0, "no processing baseline in the metadata, so no offset"
 
 
+def _acquired_after_baseline_04(name: str) -> bool:
+    """Whether a date in a file name (YYYYMMDD or YYYY-MM-DD) is on or after processing baseline 04.00."""
+    match = re.search(r"(?<!\d)(20\d{2})-?([01]\d)-?([0-3]\d)(?!\d)", name)
+    return bool(match) and "".join(match.groups()) >= "20220125"
+
+
 def _number(text: str) -> bool:
     try:
         float(text)
@@ -187,6 +193,10 @@ def _from_sentinel2(ev: _Evidence) -> Scaling | None:
         return None
     n = len(ev.roles)
     dn_offset, why = sentinel2_offset(ev.tags, ev.band_tags, ev.text)
+    if why.startswith("no processing baseline") and _acquired_after_baseline_04(ev.path.name):
+        log.warning("%s: the name dates it on or after 2022-01-25 (processing baseline 04.00, DN offset -1000) but "
+                    "no metadata says its baseline; no offset applied. If it was processed with baseline >= 04.00, "
+                    "pass --scale 0.0001 --offset -0.1", ev.path)
     offsets = _per_band(dn_offset, n, "offset", ev.path)
     q = SENTINEL2_QUANTIFICATION
     return Scaling((1 / q,) * n, tuple(o / q for o in offsets), "sentinel2",

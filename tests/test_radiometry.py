@@ -171,3 +171,15 @@ def test_wrong_units_are_warned_about(caplog):
         assert caplog.text == ""
         check_reflectance_range(float_dn, [3000.0, 4000.0], "dn.tif")
     assert "dn.tif" in caplog.text and "above reflectance" in caplog.text
+
+
+def test_recent_sentinel2_without_baseline_is_warned_about(tmp_path, caplog):
+    import logging
+
+    old = write_tiny(tmp_path / "S2A_20160112_scene.tif")
+    new = write_tiny(tmp_path / "S2A_2023-07-01_scene.tif")
+    with caplog.at_level(logging.WARNING, logger="eoseg.radiometry"):
+        scaling_of(old)
+        assert "baseline" not in caplog.text
+        assert scaling_of(new).offset == (0.0,) * 5
+    assert "--offset -0.1" in caplog.text
