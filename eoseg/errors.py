@@ -79,3 +79,9 @@ class ConfigError(EosegError, ValueError):
 
 class DatasetError(EosegError, ValueError):
     """Training / evaluation data is missing or inconsistent."""
+
+
+class ScalingError(EosegError, ValueError):
+    """A scene's values cannot be turned into reflectance (units unknown)."""
+
+    exit_code = 2

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import logging
 import sys
 import time
@@ -32,6 +33,7 @@ from eoseg.outputs.cog import RasterSink
 from eoseg.outputs.qgis import raster_qml, write_qml
 from eoseg.outputs.stac import write_stac_item
 from eoseg.outputs.vectors import write_polygons_streamed
+from eoseg.radiometry import Scaling, check_reflectance_range, scene_scaling
 from eoseg.scene import Scene, SceneReader, open_scene, preflight
 from eoseg.standardize import Standardization
 from eoseg.stitch import RowSink, StripAccumulator
@@ -74,6 +76,8 @@ class PredictSettings:
     simplify: float = 0.0  # CRS units
     overwrite: bool = False
     allow_ungeoreferenced: bool = False
+    scale: float | None = None  # reflectance = value × scale + offset (overrides the scaling read from metadata)
+    offset: float | None = None
 
     def __post_init__(self) -> None:
         for name, value, allowed in (("device", self.device, DEVICES), ("precision", self.precision, PRECISIONS),
@@ -99,6 +103,8 @@ class SceneResult:
     seconds: float
     device: str
     precision: str
+    bands: tuple[dict, ...] = ()  # Scene.band_mapping: {role, band, description} per model band
+    scaling: dict | None = None  # the reflectance scaling applied (reflectance standardization)
 
     @property
     def megapixels_per_second(self) -> float:
@@ -108,7 +114,15 @@ class SceneResult:
         out_dir = self.outputs["classes"].parent
         return (f"{self.scene.name}: {self.width}×{self.height} px, {self.tiles} tiles ({self.tiles_skipped} empty "
                 f"skipped), {self.seconds:.1f} s, {self.megapixels_per_second:.2f} MP/s on {self.device}/"
-                f"{self.precision} → {len(self.outputs)} outputs in {out_dir}/")
+                f"{self.precision} → {len(self.outputs)} outputs in {out_dir}/; bands "
+                + " ".join(f"{b['role']}={b['band']}:{b['description'] or '?'}" for b in self.bands)
+                + (f"; reflectance ×{_short(self.scaling['scale'])} +{_short(self.scaling['offset'])} "
+                   f"({self.scaling['source']})" if self.scaling else ""))
+
+
+def _short(values: Sequence[float]) -> str:
+    unique = sorted(set(values))
+    return f"{unique[0]:.4g}" if len(unique) == 1 else "[" + ",".join(f"{v:.4g}" for v in values) + "]"
 
 
 # ---------------------------------------------------------------------------------------------- devices
@@ -294,6 +308,10 @@ class Predictor:
         self.tile_size = self.settings.tile_size or self.card.tile_size
         self.overlap = self.settings.overlap if self.settings.overlap is not None else self.card.overlap
         check_tile_size(self.tile_size, self.overlap)
+        if not self.standardization.needs_scaling and (self.settings.scale, self.settings.offset) != (None, None):
+            raise ConfigError(f"--scale / --offset apply to reflectance models; {self.card.name!r} uses "
+                              f"{self.standardization.mode!r} standardization", path="--scale",
+                              fix="drop --scale / --offset, or use a model trained on reflectance")
         self.forward = Forward([b.model for b in self.bundles], self.device, self.precision, self.settings.tta)
         if self.device.type == "cpu":
             keep_freed_memory_mapped()
@@ -326,21 +344,31 @@ class Predictor:
         grid = TileGrid(scene.height, scene.width, self.tile_size, self.overlap, scene.transform, scene.crs)
         paths = plan_outputs(Path(out_dir), stem or scene.stem, probabilities=self.settings.probabilities,
                              overwrite=self.settings.overwrite)
+        scaling = self._scaling(scene)
         stats = preflight(scene)
-        standardization = self.standardization.for_stats(stats)
+        standardization = self.standardization.for_stats(stats).with_scaling(scaling)
+        if scaling is not None:
+            check_reflectance_range(scaling, stats.p98, scene.path)
         show = sys.stderr.isatty() if progress is None else progress
         with tqdm(total=len(grid), unit="tile", desc=scene.path.name, disable=not show, leave=False) as bar:
             counts = self._write_rasters(scene, grid, standardization, paths, bar)
-        outputs = self._finish_outputs(scene, paths)
+        outputs = self._finish_outputs(scene, paths, scaling)
         return SceneResult(scene=scene.path, outputs=outputs, height=scene.height, width=scene.width,
                            tiles=counts.total, tiles_skipped=counts.skipped,
-                           seconds=time.perf_counter() - start, device=str(self.device), precision=self.precision)
+                           seconds=time.perf_counter() - start, device=str(self.device), precision=self.precision,
+                           bands=tuple(scene.band_mapping), scaling=scaling.to_dict() if scaling else None)
+
+    def _scaling(self, scene: Scene) -> Scaling | None:
+        """The scene's values → reflectance, for models that take reflectance (None for the other modes)."""
+        if not self.standardization.needs_scaling:
+            return None
+        return scene_scaling(scene, self.settings.scale, self.settings.offset)
 
     def _write_rasters(self, scene: Scene, grid: TileGrid, standardization: Standardization, paths,
                        bar: tqdm) -> TileCounts:
         k = len(self.scheme)
         common = dict(width=scene.width, height=scene.height, crs=scene.crs, transform=scene.transform,
-                      scheme=self.scheme)
+                      scheme=self.scheme, tags=input_tags(scene, standardization))
         with RasterSink(paths.classes, count=1, dtype="uint8", nodata=NODATA_CLASS, kind="classes",
                         **common) as classes_sink, _optional_probs_sink(paths.probs, k, common) as probs_sink:
 
@@ -355,7 +383,7 @@ class Predictor:
                                  batch_size=self.settings.batch_size, keep_probabilities=probs_sink is not None,
                                  progress=bar)
 
-    def _finish_outputs(self, scene: Scene, paths) -> dict[str, Path]:
+    def _finish_outputs(self, scene: Scene, paths, scaling: Scaling | None = None) -> dict[str, Path]:
         outputs = {"classes": paths.classes}
         write_qml(paths.qml, raster_qml(self.scheme))
         outputs["style"] = paths.qml
@@ -366,9 +394,20 @@ class Predictor:
         outputs["polygons"] = paths.polygons
         write_stac_item(paths.stac, scene_path=scene.path, item_id=scene.stem, outputs=dict(outputs),
                         crs=scene.crs, transform=scene.transform, shape=scene.shape, scheme=self.scheme,
-                        properties={"eoseg:model": self.card.name, "eoseg:model_sha256": self.model_hash})
+                        properties={"eoseg:model": self.card.name, "eoseg:model_sha256": self.model_hash,
+                                    "eoseg:bands": scene.band_mapping,
+                                    "eoseg:standardization": self.standardization.mode,
+                                    "eoseg:scaling": scaling.to_dict() if scaling else None})
         outputs["stac"] = paths.stac
         return outputs
+
+
+def input_tags(scene: Scene, standardization: Standardization) -> dict[str, str]:
+    """Raster tags recording what the model read: the band mapping, standardization and reflectance scaling."""
+    tags = {"eoseg_bands": json.dumps(scene.band_mapping), "eoseg_standardization": standardization.mode}
+    if standardization.scaling is not None:
+        tags["eoseg_scaling"] = json.dumps(standardization.scaling.to_dict())
+    return tags
 
 
 def _optional_probs_sink(path: Path | None, k: int, common: dict):

@@ -9,6 +9,10 @@ Modes
 - ``stretch``: per-band percentile stretch of the scene, ``(x - p02) / (p98 - p02)``, then the stored
   mean / std z-score. It maps any sensor's scale (DN, reflectance, 8-bit) onto the stretched range of
   8-bit imagery such as the Ocean Beach chips, while keeping each band's contrast.
+- ``reflectance``: the scene's values turned into reflectance by a per-scene :class:`~eoseg.radiometry.Scaling`
+  (decided once from the file's metadata by :func:`eoseg.radiometry.scene_scaling`), clipped to
+  :data:`~eoseg.radiometry.REFLECTANCE_RANGE`, then the stored per-band mean / std z-score. A pixel's value
+  does not depend on the rest of the scene.
 
 Invalid (nodata) pixels are set to 0 after the transform, i.e. to the mean.
 """
@@ -21,9 +25,10 @@ from typing import Literal
 import numpy as np
 
 from eoseg.errors import ConfigError
+from eoseg.radiometry import REFLECTANCE_RANGE, Scaling
 
-Mode = Literal["scene", "image", "fixed", "stretch"]
-MODES: tuple[str, ...] = ("scene", "image", "fixed", "stretch")
+Mode = Literal["scene", "image", "fixed", "stretch", "reflectance"]
+MODES: tuple[str, ...] = ("scene", "image", "fixed", "stretch", "reflectance")
 _EPS = 1e-6
 
 
@@ -34,6 +39,7 @@ class Standardization:
     std: tuple[float, ...] | None = None
     low: tuple[float, ...] | None = None  # stretch: per-band 2nd percentile of the scene
     high: tuple[float, ...] | None = None  # stretch: per-band 98th percentile of the scene
+    scaling: Scaling | None = None  # reflectance: the scene's values → reflectance
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -54,6 +60,14 @@ class Standardization:
             return replace(self, low=tup(low), high=tup(high))
         return self
 
+    @property
+    def needs_scaling(self) -> bool:
+        return self.mode == "reflectance"
+
+    def with_scaling(self, scaling: Scaling | None) -> Standardization:
+        """A copy carrying a scene's scaling (for ``reflectance`` mode; a no-op for the others)."""
+        return replace(self, scaling=scaling) if self.needs_scaling else self
+
     def for_stats(self, stats) -> Standardization:
         """A copy filled from a :class:`eoseg.scene.SceneStats` (a no-op for ``image`` / ``fixed``)."""
         return self.with_stats(mean=stats.mean, std=stats.std, low=stats.p02, high=stats.p98)
@@ -67,6 +81,10 @@ class Standardization:
         return out
 
     def _per_band(self, x: np.ndarray) -> np.ndarray:
+        if self.mode == "reflectance":
+            x = reflectance(x, self._require_scaling(x.shape[0]))
+            if self.mean is None:
+                return x
         if self.mode == "stretch":
             low, high = self._require("low", "high", x.shape[0])
             x = (x - low) / np.maximum(high - low, _EPS)
@@ -74,6 +92,17 @@ class Standardization:
                 return x.astype(np.float32)
         mean, std = self._require("mean", "std", x.shape[0])
         return ((x - mean) / np.maximum(std, _EPS)).astype(np.float32)
+
+    def _require_scaling(self, bands: int) -> Scaling:
+        if self.scaling is None:
+            raise ConfigError(
+                "reflectance standardization has no scaling for the scene", path="standardization",
+                fix="decide it with eoseg.radiometry.scene_scaling and pass it to Standardization.with_scaling",
+            )
+        if len(self.scaling.scale) != bands:
+            raise ConfigError(f"the scaling has {len(self.scaling.scale)} band(s) but the input has {bands}",
+                              path="standardization", fix="decide the scaling for the bands the model reads")
+        return self.scaling
 
     def _require(self, a: str, b: str, bands: int) -> tuple[np.ndarray, np.ndarray]:
         va, vb = getattr(self, a), getattr(self, b)
@@ -91,13 +120,22 @@ class Standardization:
         return np.asarray(va, np.float32).reshape(shape), np.asarray(vb, np.float32).reshape(shape)
 
     def to_dict(self) -> dict:
-        return {"mode": self.mode, "mean": _list(self.mean), "std": _list(self.std),
+        data = {"mode": self.mode, "mean": _list(self.mean), "std": _list(self.std),
                 "low": _list(self.low), "high": _list(self.high)}
+        if self.scaling is not None:
+            data["scaling"] = self.scaling.to_dict()
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> Standardization:
+        scaling = Scaling.from_dict(data["scaling"]) if data.get("scaling") else None
         return cls(mode=data.get("mode", "scene"), mean=tup(data.get("mean")), std=tup(data.get("std")),
-                   low=tup(data.get("low")), high=tup(data.get("high")))
+                   low=tup(data.get("low")), high=tup(data.get("high")), scaling=scaling)
+
+
+def reflectance(x: np.ndarray, scaling: Scaling) -> np.ndarray:
+    """``x`` (C, H, W) scaled to reflectance and clipped to :data:`~eoseg.radiometry.REFLECTANCE_RANGE`."""
+    return np.clip(scaling.apply(x), *REFLECTANCE_RANGE).astype(np.float32, copy=False)
 
 
 def tup(values) -> tuple[float, ...] | None:

@@ -372,6 +372,8 @@ def _write_bundle(model, cfg, manifest, roles, template, val_metrics, history, s
             "config": dump_config(cfg), "dataset": str(manifest.path),
             "splits": {k: v["tiles"] for k, v in manifest.data["split"]["counts"].items()},
             "groups": {k: v["groups"] for k, v in manifest.data["split"]["counts"].items()},
+            "scene_bands": {sid: {"bands": sc.get("bands"), "scaling": sc.get("scaling")}
+                            for sid, sc in manifest.scenes.items() if sc.get("bands")},
             "epochs_run": len(history), "best_epoch": stopper.best_epoch + 1,
             "monitor": cfg.early_stopping.monitor, "best_value": stopper.best, "wall_seconds": round(wall, 1),
         },

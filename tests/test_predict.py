@@ -172,3 +172,72 @@ def test_strip_reader_standardizes_like_each_tile_alone(s2_scene, mode):
             raw, raw_valid = reader.read(tile.window)
             np.testing.assert_array_equal(valid, raw_valid)
             np.testing.assert_allclose(x, std.apply(raw, raw_valid), rtol=1e-6, atol=1e-6)
+
+
+REFLECTANCE_MEAN, REFLECTANCE_STD = (0.08, 0.07, 0.06, 0.15, 0.12), (0.04, 0.04, 0.05, 0.1, 0.08)
+
+
+@pytest.fixture(scope="module")
+def reflectance_bundle(bundle_factory, tmp_path_factory):
+    return bundle_factory(tmp_path_factory.mktemp("bundle") / "refl5", bands=("blue", "green", "red", "nir", "swir1"),
+                          mode="reflectance", mean=REFLECTANCE_MEAN, std=REFLECTANCE_STD)
+
+
+def recorded_reflectance(predictor):
+    """Replace the predictor's forward with one that records its inputs, back in reflectance units."""
+    seen, forward = [], predictor.forward
+
+    def record(batch):
+        mean = np.asarray(REFLECTANCE_MEAN, np.float32).reshape(1, -1, 1, 1)
+        std = np.asarray(REFLECTANCE_STD, np.float32).reshape(1, -1, 1, 1)
+        seen.append(batch * std + mean)
+        return forward(batch)
+
+    predictor.forward = record
+    return seen
+
+
+@pytest.mark.parametrize("scene_name, source, bands", [
+    ("s2_virginia_10m_6band_crop.tif", "sentinel2", [1, 2, 3, 4, 5]),
+    ("l8_klamath_crop_ms.tif", "float", [1, 2, 3, 4, 5]),
+])
+def test_reflectance_model_sees_reflectance(data_dir, reflectance_bundle, tmp_path, scene_name, source, bands):
+    import json
+
+    predictor = Predictor(reflectance_bundle, PredictSettings(precision="fp32"))
+    seen = recorded_reflectance(predictor)
+    result = predictor.predict(data_dir / scene_name, tmp_path)
+    x = np.concatenate([s.transpose(1, 0, 2, 3).reshape(5, -1) for s in seen], axis=1)
+    x = x[:, np.abs(x - np.asarray(REFLECTANCE_MEAN)[:, None]).sum(0) > 1e-6]  # drop nodata (set to the mean)
+    assert x.min() >= -0.1 - 1e-5 and x.max() <= 1.5 + 1e-5
+    median = np.median(x, axis=1)
+    assert np.all((median > 0.0) & (median < 0.4)), median  # coastal scene: water, sand, marsh
+    with rasterio.open(data_dir / scene_name) as ds:  # the first tile is the scene's top-left 128 × 128
+        raw = ds.read(bands, window=Window(0, 0, 128, 128)).astype(np.float64)
+    valid = np.all(np.isfinite(raw) & (raw != 0), axis=0)
+    expected = (raw / 1e4 if source == "sentinel2" else raw)[:, valid]
+    assert valid.sum() > 1000
+    assert seen[0][0][:, valid] == pytest.approx(np.clip(expected, -0.1, 1.5), abs=1e-5)
+    item = json.loads(result.outputs["stac"].read_text())
+    assert item["properties"]["eoseg:scaling"]["source"] == source
+    assert item["properties"]["eoseg:standardization"] == "reflectance"
+    assert [b["band"] for b in item["properties"]["eoseg:bands"]] == bands
+    assert result.scaling["source"] == source and "reflectance" in result.summary()
+    with rasterio.open(result.outputs["classes"]) as ds:
+        assert json.loads(ds.tags()["eoseg_scaling"])["source"] == source
+        assert [b["band"] for b in json.loads(ds.tags()["eoseg_bands"])] == bands
+
+
+def test_scale_and_offset_override_and_unknown_units(collar_scene, bundle_factory, tmp_path):
+    from eoseg.errors import ConfigError, ScalingError
+
+    bundle = bundle_factory(tmp_path / "rgb", bands=("red", "green", "blue"), mode="reflectance",
+                            mean=(0.1, 0.1, 0.1), std=(0.1, 0.1, 0.1))
+    with pytest.raises(ScalingError, match="cannot tell the units"):
+        predict_scene(collar_scene, bundle, tmp_path / "a", precision="fp32")
+    assert not (tmp_path / "a" / "l8_collar_crop_classes.tif").exists()
+    result = predict_scene(collar_scene, bundle, tmp_path / "b", precision="fp32", scale=2e-5, offset=-0.1)
+    assert result.scaling["source"] == "user" and result.scaling["scale"] == [2e-5] * 3
+    with pytest.raises(ConfigError, match="--scale"):
+        Predictor(bundle_factory(tmp_path / "scene", bands=("red", "green", "blue")),
+                  PredictSettings(precision="fp32", scale=1e-4))

@@ -122,3 +122,43 @@ def test_early_stopping_and_precision():
     assert resolve_precision("bf16", torch.device("cpu")) == torch.bfloat16
     with pytest.raises(ConfigError, match="fp16"):
         resolve_precision("fp16", torch.device("cpu"))
+
+
+def test_reflectance_model_from_a_scene_source_records_its_bands(tmp_path):
+    """Train on the Sentinel-2 crop in reflectance mode: the card keeps the statistics, mapping and scaling."""
+    import json
+
+    import numpy as np
+    import rasterio
+
+    from eoseg.predict import predict_scene
+
+    scene = Path(__file__).parent / "data" / "s2_virginia_10m_6band_crop.tif"
+    with rasterio.open(scene) as ds:
+        profile = {"driver": "GTiff", "height": ds.height, "width": ds.width, "count": 1, "dtype": "uint8",
+                   "crs": ds.crs, "transform": ds.transform}
+    label = np.full((profile["height"], profile["width"]), 3, np.uint8)
+    label[:, :100] = 0
+    with rasterio.open(tmp_path / "labels.tif", "w", **profile) as dst:
+        dst.write(label, 1)
+    dataset = make_dataset(validate(DatasetConfig, {
+        "sources": [{"kind": "scene", "scene": str(scene), "roles": ["blue", "green", "red", "nir", "swir1"],
+                     "labels": str(tmp_path / "labels.tif"), "name": "virginia"}],
+        "tile_size": 128, "overlap": 0,
+        "split": {"train": 1.0, "validation": 0.0, "test": 0.0, "group_by": "scene"}}), tmp_path / "ds")
+    dataset.data["split"]["counts"]["validation"] = dataset.data["split"]["counts"]["train"]
+    for t in dataset.data["tiles"][:1]:
+        t["split"] = "validation"
+    (dataset.path / "manifest.json").write_text(json.dumps(dataset.data))
+    result = train(train_config(dataset.path, tmp_path / "run", epochs=1, standardization="reflectance",
+                                bands=["red", "swir1"]))
+    card = json.loads((result.bundle / "card.json").read_text())
+    refl = dataset.scenes["virginia"]["stats"]["reflectance"]
+    assert card["standardization"]["mode"] == "reflectance"
+    assert card["standardization"]["mean"] == pytest.approx([refl["mean"][2], refl["mean"][4]])
+    bands = card["training"]["scene_bands"]["virginia"]
+    assert [(b["role"], b["band"], b["description"]) for b in bands["bands"]][2:] == [
+        ("red", 3, "B04"), ("nir", 4, "B08"), ("swir1", 5, "B11")]
+    assert bands["scaling"]["source"] == "sentinel2"
+    out = predict_scene(scene, result.bundle, tmp_path / "pred", precision="fp32")
+    assert out.scaling["scale"] == pytest.approx([1e-4, 1e-4])
