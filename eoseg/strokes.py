@@ -400,11 +400,12 @@ class LabelResult:
     warnings: list[str]
     features: list[str]
     bands: list[int]
+    window: list[int] | None = None
 
     def to_dict(self) -> dict:
         return {"labels": str(self.paths.labels), "counts": self.counts, "stroke_pixels": self.stroke_pixels,
                 "samples": self.samples, "held_out": self.held_out, "threshold": self.threshold,
-                "warnings": self.warnings, "features": self.features, "bands": self.bands}
+                "warnings": self.warnings, "features": self.features, "bands": self.bands, "window": self.window}
 
     def summary(self) -> str:
         total = sum(self.counts.values()) or 1
@@ -435,21 +436,45 @@ def _scene_for_labels(scene_path: Path, bands: Sequence[int] | None) -> Scene:
     return open_scene(scene_path, roles=[scene.roles[b - 1] for b in chosen], bands=chosen)
 
 
+def inside(core: Window, area: Window | None) -> np.ndarray:
+    """(h, w) bool: which pixels of the block ``core`` lie in ``area`` (all of them when ``area`` is None)."""
+    shape = (int(core.height), int(core.width))
+    if area is None:
+        return np.ones(shape, bool)
+    rows = np.arange(int(core.row_off), int(core.row_off) + shape[0])
+    cols = np.arange(int(core.col_off), int(core.col_off) + shape[1])
+    in_rows = (rows >= area.row_off) & (rows < area.row_off + area.height)
+    in_cols = (cols >= area.col_off) & (cols < area.col_off + area.width)
+    return in_rows[:, None] & in_cols[None, :]
+
+
+def check_area(area: Sequence[int] | None, scene: Scene) -> Window | None:
+    """``(col_off, row_off, width, height)`` as a Window inside the scene, or a one-line error."""
+    if area is None:
+        return None
+    col, row, width, height = (int(v) for v in area)
+    if width <= 0 or height <= 0 or col < 0 or row < 0 or col + width > scene.width or row + height > scene.height:
+        raise DatasetError(f"window {col},{row},{width},{height} is not inside the {scene.width}×{scene.height} scene",
+                           path=scene.path, fix="give --window COL,ROW,WIDTH,HEIGHT in pixels within the scene")
+    return Window(col, row, width, height)
+
+
 def collect_samples(scene: Scene, strokes: Strokes, scale: np.ndarray, scales: Sequence[int], max_samples: int,
-                    seed: int) -> Samples:
-    """Features of a class-balanced sample of the stroke pixels (only blocks with strokes are read)."""
+                    seed: int, area: Window | None = None) -> Samples:
+    """Features of a class-balanced sample of the stroke pixels in ``area`` (only blocks with strokes are read)."""
     sampler = _Sampler(max_samples, seed)
     with SceneReader(scene) as reader:
         for block in blocks(scene, max(scales) // 2):
             classes, ids = rasterize_strokes(strokes, block.core, scene.transform)
+            classes[~inside(block.core, area)] = IGNORE
             if not (classes != IGNORE).any():
                 continue
             feats, valid = block_features(reader, block, scale, scene.roles, scales)
             keep = (classes != IGNORE) & valid
             sampler.add(feats[:, keep], classes[keep], ids[keep])
     if not sampler.kept:
-        raise DatasetError("no stroke covers a valid pixel of the scene", path=strokes.path,
-                           fix="draw the strokes over valid (not nodata) pixels")
+        raise DatasetError("no stroke covers a valid pixel of the scene" + (" inside --window" if area else ""),
+                           path=strokes.path, fix="draw the strokes over valid (not nodata) pixels")
     return sampler.samples()
 
 
@@ -467,12 +492,16 @@ def _predict_block(clf, feats: np.ndarray, valid: np.ndarray, threshold: float) 
 def label_scene(scene_path: str | Path, strokes_path: str | Path, out_dir: str | Path, *, field: str = "class",
                 stroke_width: float = 1.0, threshold: float = 0.7, bands: Sequence[int] | None = None,
                 seed: int = 0, max_samples: int = 20_000, scales: Sequence[int] = SCALES, overwrite: bool = False,
-                quicklook: bool = True, scheme: ClassScheme = COASTAL) -> LabelResult:
+                quicklook: bool = True, window: Sequence[int] | None = None,
+                scheme: ClassScheme = COASTAL) -> LabelResult:
     """Dense labels for ``scene_path`` from the strokes in ``strokes_path``; writes into ``out_dir``:
 
     ``<stem>_labels.tif`` (uint8 class ids, 255 = ignore / nodata, COG with palette and category names),
     ``<stem>_labels.qml`` (QGIS style), ``<stem>_labels.png`` (true colour | labels) and
     ``<stem>_labels.json`` (pixel counts per class, stroke pixels, held-out accuracy, warnings).
+
+    ``window`` ``(col_off, row_off, width, height)`` labels only that part of the scene (strokes outside it
+    are not used; pixels outside it are 255), e.g. to keep an evaluation area out of the labels.
     """
     from eoseg.outputs.cog import RasterSink
     from eoseg.outputs.qgis import raster_qml, write_qml
@@ -481,12 +510,13 @@ def label_scene(scene_path: str | Path, strokes_path: str | Path, out_dir: str |
         raise DatasetError(f"threshold {threshold} is not a probability", path="--threshold",
                            fix="use a value between 0 and 1 (e.g. 0.7)")
     scene = _scene_for_labels(Path(scene_path), bands)
+    area = check_area(window, scene)
     paths = plan_label_outputs(Path(out_dir), scene.stem, overwrite)
     strokes = read_strokes(strokes_path, scene, field, stroke_width, scheme)
     for text in strokes.warnings:
         log.warning("%s: %s", strokes.path, text)
     scale = band_scales(scene)
-    samples = collect_samples(scene, strokes, scale, scales, max_samples, seed)
+    samples = collect_samples(scene, strokes, scale, scales, max_samples, seed, area)
     if len(samples.pixels) < 2:
         raise DatasetError(f"strokes cover only one class ({scheme.name_of(next(iter(samples.pixels)))})",
                            path=strokes.path, fix="draw strokes of at least two classes")
@@ -494,26 +524,33 @@ def label_scene(scene_path: str | Path, strokes_path: str | Path, out_dir: str |
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         clf = make_classifier(seed).fit(samples.features, samples.classes)
-    counts = np.zeros(257, np.int64)  # class ids, then 256 = nodata
+    counts = np.zeros(258, np.int64)  # class ids, then 256 = nodata, 257 = outside the window
     with SceneReader(scene) as reader, RasterSink(paths.labels, scene.width, scene.height, 1, "uint8", scene.crs,
                                                   scene.transform, IGNORE, "classes", scheme) as sink:
         for block in blocks(scene, max(scales) // 2):
+            within = inside(block.core, area)
+            if not within.any():
+                sink.write(np.full(within.shape, IGNORE, np.uint8), block.core)
+                counts[257] += within.size
+                continue
             feats, valid = block_features(reader, block, scale, scene.roles, scales)
-            labels = _predict_block(clf, feats, valid, threshold)
+            labels = _predict_block(clf, feats, valid & within, threshold)
             sink.write(labels, block.core)
-            counts[:256] += np.bincount(labels[valid], minlength=256)
-            counts[256] += int((~valid).sum())
+            counts[:256] += np.bincount(labels[valid & within], minlength=256)
+            counts[256] += int((~valid & within).sum())
+            counts[257] += int((~within).sum())
     write_qml(paths.qml, raster_qml(scheme))
     if quicklook:
         _quicklook(scene, paths, scheme)
     result = LabelResult(
         paths=paths,
         counts={**{c.name: int(counts[c.id]) for c in scheme.classes}, "ignore": int(counts[IGNORE]),
-                "nodata": int(counts[256])},
+                "nodata": int(counts[256]), "outside": int(counts[257])},
         stroke_pixels={scheme.name_of(c): n for c, n in samples.pixels.items()},
         samples={scheme.name_of(int(c)): int((samples.classes == c).sum()) for c in np.unique(samples.classes)},
         held_out=held, threshold=threshold, warnings=list(strokes.warnings),
         features=feature_names(scene.roles, scales), bands=list(scene.band_indexes),
+        window=None if area is None else [int(area.col_off), int(area.row_off), int(area.width), int(area.height)],
     )
     _write_report(paths.report, result)
     return result

@@ -156,6 +156,19 @@ def test_nodata_pixels_are_255(s2_scene, strokes_file, tmp_path):
     assert result.counts["nodata"] == 40 * 100
 
 
+def test_window_keeps_the_rest_of_the_scene_out(s2_scene, strokes_file, labelled, tmp_path):
+    full, _ = labelled
+    result = label_scene(s2_scene, strokes_file, tmp_path / "top", window=(0, 0, 320, 128), quicklook=False)
+    with rasterio.open(result.paths.labels) as ds:
+        labels = ds.read(1)
+    assert (labels[128:] == IGNORE).all() and (labels[:128] != IGNORE).mean() > 0.8
+    assert result.counts["outside"] == 320 * 128 and sum(result.counts.values()) == labels.size
+    assert result.stroke_pixels["sand"] < full.stroke_pixels["sand"]  # the strokes below row 128 are not used
+    assert json.loads(result.paths.report.read_text())["window"] == [0, 0, 320, 128]
+    with pytest.raises(DatasetError, match="window 0,200,320,128 is not inside"):
+        label_scene(s2_scene, strokes_file, tmp_path / "bad", window=(0, 200, 320, 128))
+
+
 def test_existing_outputs_need_overwrite(labelled, s2_scene, strokes_file):
     result, _ = labelled
     with pytest.raises(OutputExistsError, match="--overwrite"):

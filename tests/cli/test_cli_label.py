@@ -63,6 +63,10 @@ def test_label_errors_and_warnings(s2_scene, tmp_path):
     assert unknown.exit_code == 1 and "'mud'" in error_line(unknown)
     bands = run("label", s2_scene, strokes, "--out", tmp_path / "c", "--bands", "1,9")
     assert bands.exit_code == 1 and "band index 9" in error_line(bands)
+    window = run("label", s2_scene, strokes, "--out", tmp_path / "e", "--window", "1,2,3")
+    assert window.exit_code == 2 and "COL,ROW,WIDTH,HEIGHT" in window.output
+    outside = run("label", s2_scene, strokes, "--out", tmp_path / "f", "--window", "0,250,320,100")
+    assert outside.exit_code == 1 and "not inside" in error_line(outside)
     no_surf = write_strokes(tmp_path / "no_surf.gpkg", s2_scene, [s for s in STROKES if s[0] in ("sand", "water")])
     warned = run("label", s2_scene, no_surf, "--out", tmp_path / "d", "-q", "--no-quicklook")
     assert warned.exit_code == 0, warned.output
