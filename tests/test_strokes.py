@@ -279,3 +279,23 @@ def test_streamed_blocks_give_the_one_pass_features(s2_scene):
                  for block in blocks(scene, halo=7, block_pixels=scene.width * 40)]
     assert len(parts) > 3
     np.testing.assert_allclose(np.concatenate(parts, axis=1), whole, rtol=1e-4, atol=1e-5)
+
+
+def test_labels_feed_a_training_dataset_with_255_as_ignore(labelled, s2_scene, tmp_path):
+    import torch
+
+    from eoseg.config import DatasetConfig, validate
+    from eoseg.dataset import TileDataset, make_dataset
+
+    result, labels = labelled
+    cfg = validate(DatasetConfig, {
+        "sources": [{"kind": "scene", "scene": str(s2_scene), "roles": ["blue", "green", "red", "nir", "swir1"],
+                     "labels": str(result.paths.labels), "name": "20160112_virginia"}],
+        "tile_size": 128, "overlap": 0, "split": {"train": 1.0, "validation": 0.0, "test": 0.0, "group_by": "scene"}})
+    manifest = make_dataset(cfg, tmp_path / "ds")
+    ds = TileDataset(manifest, "train")
+    assert len(ds) == 6  # rows 0 / 128, cols 0 / 128 / 192
+    for i, record in enumerate(ds.records):
+        r0, c0, h, w = record["window"]
+        np.testing.assert_array_equal(ds[i][1].numpy(), labels[r0:r0 + h, c0:c0 + w])  # 255 stays 255
+    assert (torch.stack([ds[i][1] for i in range(len(ds))]) == IGNORE).any()
