@@ -25,6 +25,7 @@ every stroke. Prediction streams row blocks, so a full scene fits in memory.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -541,7 +542,7 @@ def label_scene(scene_path: str | Path, strokes_path: str | Path, out_dir: str |
             counts[257] += int((~within).sum())
     write_qml(paths.qml, raster_qml(scheme))
     if quicklook:
-        _quicklook(scene, paths, scheme)
+        _quicklook(scene, strokes, paths, scheme)
     result = LabelResult(
         paths=paths,
         counts={**{c.name: int(counts[c.id]) for c in scheme.classes}, "ignore": int(counts[IGNORE]),
@@ -556,10 +557,72 @@ def label_scene(scene_path: str | Path, strokes_path: str | Path, out_dir: str |
     return result
 
 
-def _quicklook(scene: Scene, paths: LabelPaths, scheme: ClassScheme) -> None:
-    from eoseg.outputs.quicklook import write_quicklook
-
+def _quicklook(scene: Scene, strokes: Strokes, paths: LabelPaths, scheme: ClassScheme) -> None:
     try:
-        write_quicklook(scene.path, paths.labels, paths.quicklook, scheme, title=f"{scene.path.name}: labels")
+        write_label_quicklook(scene, strokes, paths.labels, paths.quicklook, scheme)
     except BandMappingError as exc:
         log.warning("%s: no quicklook (%s)", scene.path, exc.problem)
+
+
+def _draw_strokes(ax, strokes: Strokes, scene: Scene, factor: float, scheme: ClassScheme) -> None:
+    """The strokes in their class colours (dark edged, so white water shows) on pixel-coordinate axes."""
+    from shapely.affinity import affine_transform
+
+    inv = ~scene.transform
+    to_pixels = [inv.a / factor, inv.b / factor, inv.d / factor, inv.e / factor, inv.c / factor, inv.f / factor]
+    colours = {c.id: np.array(c.colour) / 255 for c in scheme.classes}
+    for geom, cid in zip(strokes.geometries, strokes.class_ids, strict=True):
+        geom = affine_transform(geom, to_pixels)
+        parts = getattr(geom, "geoms", [geom])
+        for part in parts:
+            line = part.exterior if part.geom_type == "Polygon" else part
+            x, y = np.asarray(line.coords).T[:2] if line.geom_type != "Point" else ([line.x], [line.y])
+            ax.plot(x, y, color="black", lw=3.2, solid_capstyle="round", marker="o" if len(x) == 1 else None)
+            ax.plot(x, y, color=colours[int(cid)], lw=1.8, solid_capstyle="round")
+
+
+def write_label_quicklook(scene: Scene, strokes: Strokes, labels_path: Path, png_path: Path,
+                          scheme: ClassScheme = COASTAL) -> Path:
+    """A PNG: true colour with the strokes, SWIR1/NIR/green false colour (when present), and the labels."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import rasterio
+    from matplotlib.patches import Patch
+    from rasterio.enums import Resampling
+
+    from eoseg.outputs.atomic import atomic_write
+    from eoseg.outputs.quicklook import MAX_SIDE, _decimated_shape, class_image, true_colour
+
+    shape = _decimated_shape(scene.height, scene.width, MAX_SIDE)
+    factor = scene.height / shape[0]
+    with rasterio.open(labels_path) as ds:
+        labels = ds.read(1, out_shape=shape, resampling=Resampling.nearest)
+    panels = [("true colour and strokes", true_colour(scene.path, shape))]
+    with contextlib.suppress(BandMappingError):  # no SWIR1 or NIR: no false-colour panel
+        panels.append(("SWIR1 / NIR / green", true_colour(scene.path, shape, roles=("swir1", "nir", "green"))))
+    aspect = min(max(shape[1] / shape[0], 0.25), 2.5)
+    fig, axes = plt.subplots(1, len(panels) + 1, figsize=(max(4.2 * aspect * (len(panels) + 1) + 1, 8), 5.6),
+                             dpi=110)
+    for ax, (title, image) in zip(axes, panels, strict=False):
+        ax.imshow(image)
+        ax.set_title(title, fontsize=9)
+    _draw_strokes(axes[0], strokes, scene, factor, scheme)
+    axes[0].set_xlim(-0.5, shape[1] - 0.5)
+    axes[0].set_ylim(shape[0] - 0.5, -0.5)
+    axes[-1].set_facecolor("#303030")
+    axes[-1].imshow(class_image(labels, scheme))
+    axes[-1].set_title("labels (dark: 255, ignore)", fontsize=9)
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    handles = [Patch(facecolor=np.array(c.colour) / 255, edgecolor="black", label=c.name) for c in scheme.classes]
+    handles.append(Patch(facecolor="#303030", edgecolor="black", label="ignore / nodata"))
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False, fontsize=8)
+    fig.suptitle(f"{scene.path.name}: eoseg label", fontsize=10)
+    fig.tight_layout(rect=(0, 0.06, 1, 0.95))
+    with atomic_write(png_path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return png_path
