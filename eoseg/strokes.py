@@ -39,7 +39,7 @@ import numpy as np
 from rasterio.windows import Window
 
 from eoseg.classes import COASTAL, NODATA_CLASS, ClassScheme
-from eoseg.errors import BandMappingError, DatasetError, OutputExistsError
+from eoseg.errors import BandMappingError, DatasetError, GeoreferenceError, OutputExistsError
 from eoseg.scene import Scene, SceneReader, open_scene, preflight
 
 log = logging.getLogger(__name__)
@@ -428,7 +428,12 @@ def _write_report(path: Path, result: LabelResult) -> None:
 
 
 def _scene_for_labels(scene_path: Path, bands: Sequence[int] | None) -> Scene:
-    scene = open_scene(scene_path)  # every band, named by role ('band<i>' where unknown)
+    try:
+        scene = open_scene(scene_path)  # every band, named by role ('band<i>' where unknown)
+    except GeoreferenceError as exc:
+        raise GeoreferenceError(exc.problem.replace(", so outputs could not be placed on a map", ""), path=exc.path,
+                                fix="strokes are drawn in map coordinates: georeference the scene first "
+                                    "(e.g. gdal_translate -a_srs/-a_ullr)") from exc
     chosen = list(bands) if bands else feature_bands(scene.roles)
     bad = [b for b in chosen if not 1 <= b <= scene.count]
     if bad:

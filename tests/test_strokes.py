@@ -197,6 +197,15 @@ def test_stroke_errors_are_one_line(s2_scene, tmp_path):
             assert needle in text, (name, text)
 
 
+def test_an_ungeoreferenced_scene_is_refused_with_its_fix(nocrs_scene, strokes_file, tmp_path):
+    from eoseg.errors import GeoreferenceError
+
+    with pytest.raises(GeoreferenceError) as info:
+        label_scene(nocrs_scene, strokes_file, tmp_path)
+    assert "no CRS" in str(info.value) and "gdal_translate" in str(info.value)
+    assert "--allow-ungeoreferenced" not in str(info.value)  # eoseg label has no such option
+
+
 def test_a_class_without_strokes_and_strokes_outside_warn(s2_scene, tmp_path, caplog):
     partial = [s for s in STROKES if s[0] not in ("surf", "white water", 1)] + [("sand", [(-900, 10), (-800, 20)])]
     path = write_strokes(tmp_path / "partial.gpkg", s2_scene, partial)
