@@ -162,3 +162,63 @@ def test_reflectance_model_from_a_scene_source_records_its_bands(tmp_path):
     assert bands["scaling"]["source"] == "sentinel2"
     out = predict_scene(scene, result.bundle, tmp_path / "pred", precision="fp32")
     assert out.scaling["scale"] == pytest.approx([1e-4, 1e-4])
+
+
+@pytest.mark.parametrize("loss", ["cce", "dice_focal", "lovasz"])
+def test_ignore_label_training_step(loss):
+    """One training step on a batch whose labels are partly 255 is the step on the labelled pixels alone.
+
+    The reference gathers the labelled pixels' logits out of the batch (255 pixels cropped away) and
+    takes the same SGD step by hand; the parameters must come out the same. A batch that is all 255
+    must leave the model unchanged: 255 never reaches the loss as a class.
+    """
+    import copy
+
+    from eoseg.augment import Augmenter
+    from eoseg.config import AugmentConfig
+    from eoseg.losses import build_loss
+    from eoseg.models import build_model
+    from eoseg.train import train_epoch
+
+    torch.manual_seed(0)
+    model = build_model("resunet", 4, 4, filters=4)
+    x = torch.randn(2, 4, 64, 64)
+    y = torch.randint(0, 4, (2, 64, 64))
+    ignored = torch.zeros(2, 64, 64, dtype=torch.bool)
+    ignored[0, :, 40:] = True  # a block of unsure pixels, as eoseg label leaves them
+    ignored |= torch.rand(2, 64, 64) < 0.3  # and scattered ones
+    y[ignored] = 255
+    loss_fn = build_loss(loss, 4)
+    no_augment = Augmenter(AugmentConfig(enabled=False))
+    lr = 0.5
+
+    def step(labels):
+        m = copy.deepcopy(model)
+        torch.manual_seed(1)  # the same dropout masks in every run
+        value = train_epoch(m, [(x, labels, None)], loss_fn, torch.optim.SGD(m.parameters(), lr=lr), no_augment,
+                            torch.device("cpu"), None, None)
+        return m, value
+
+    stepped, value = step(y)
+    reference = copy.deepcopy(model)
+    reference.train()
+    torch.manual_seed(1)
+    logits = reference(x)
+    keep = ~ignored
+    kept_logits = logits.permute(0, 2, 3, 1)[keep].T.reshape(1, 4, -1, 1)  # (1, C, P, 1): only labelled pixels
+    ref_loss = loss_fn(kept_logits, y[keep].reshape(1, -1, 1))
+    ref_loss.backward()
+    assert value == pytest.approx(float(ref_loss.detach()), rel=1e-5)
+    moved = 0.0
+    with torch.no_grad():
+        for (name, p), q, p0 in zip(stepped.named_parameters(), reference.parameters(), model.parameters(),
+                                    strict=True):
+            expected = p0 - lr * q.grad if q.grad is not None else p0
+            torch.testing.assert_close(p, expected, rtol=1e-4, atol=1e-6, msg=name)
+            moved += float((p - p0).abs().sum())
+    assert moved > 0
+
+    frozen, value = step(torch.full_like(y, 255))
+    assert value == 0.0
+    for p, p0 in zip(frozen.parameters(), model.parameters(), strict=True):
+        assert torch.equal(p, p0)

@@ -21,9 +21,11 @@ def _decimated_shape(height: int, width: int, max_side: int) -> tuple[int, int]:
     return max(1, height // factor), max(1, width // factor)
 
 
-def true_colour(scene_path: Path, shape: tuple[int, int], bands: tuple[int, ...] | None = None) -> np.ndarray:
-    """(H, W, 3) floats in 0..1: red, green, blue stretched between their 2nd and 98th percentiles."""
-    scene = open_scene(scene_path, roles=("red", "green", "blue"), bands=bands, allow_ungeoreferenced=True)
+def true_colour(scene_path: Path, shape: tuple[int, int], bands: tuple[int, ...] | None = None,
+                roles: tuple[str, str, str] = ("red", "green", "blue")) -> np.ndarray:
+    """(H, W, 3) floats in 0..1: red, green, blue (or other ``roles``) stretched between their 2nd and 98th
+    percentiles."""
+    scene = open_scene(scene_path, roles=roles, bands=bands, allow_ungeoreferenced=True)
     with rasterio.open(scene_path) as ds:
         data = ds.read(list(scene.band_indexes), out_shape=(3, *shape), resampling=Resampling.nearest,
                        out_dtype="float32")
