@@ -4,8 +4,10 @@
 
 For each site of training/sites.py: crop the part that may be labelled, densify the strokes into a label
 raster with `eoseg label` (per-pixel random forest on bands, indices and local statistics; unsure pixels 255),
-then cut the scene and its labels into training pieces and one held-out test block. configs/ms-dataset.yaml
-and configs/ms-test-dataset.yaml turn the pieces into tiles (`eoseg dataset --config ...`).
+then cut the scene and its labels into training pieces (blocks of at most 320 px, the groups of the
+train/validation split) and one held-out test block per site. Finally the pieces become two eoseg datasets of
+256 px tiles: ``<out>/dataset`` (train / validation, for ``eoseg train --config configs/resunet.yaml``) and
+``<out>/test-dataset`` (the held-out blocks, for ``eoseg evaluate``); bench/models.py scores the test blocks.
 """
 
 from __future__ import annotations
@@ -21,10 +23,14 @@ import rasterio
 from rasterio.windows import Window
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sites import SITES, Site, blocks  # noqa: E402
+from sites import ROLES, SITES, Site, blocks  # noqa: E402
 
 from eoseg.classes import COASTAL, NODATA_CLASS as IGNORE  # noqa: E402
+from eoseg.config import DatasetConfig, validate  # noqa: E402
+from eoseg.dataset import make_dataset  # noqa: E402
 from eoseg.strokes import label_scene  # noqa: E402
+
+TILE = 256
 
 
 def crop(src: Path, window: tuple[int, int, int, int], dst: Path, descriptions: tuple[str, ...] = ()) -> Path:
@@ -88,6 +94,19 @@ def build_site(site: Site, out: Path, threshold: float) -> dict:
     return {"site": site.name, **info}
 
 
+def dataset_config(out: Path, split: str) -> dict:
+    """An eoseg dataset config over the pieces of ``split`` (every band mapped explicitly, roles ROLES)."""
+    sources = []
+    for site in SITES:
+        for image in sorted((out / split).glob(f"{site.stem}__{site.name}_*.tif")):
+            sources.append({"kind": "scene", "scene": str(image), "labels": str(out / split / "labels" / image.name),
+                            "roles": list(ROLES), "bands": list(site.bands), "name": image.stem.split("__")[1]})
+    fractions = {"train": 0.85, "validation": 0.15, "test": 0.0} if split == "train" else \
+        {"train": 0.0, "validation": 0.0, "test": 1.0}
+    return {"sources": sources, "tile_size": TILE, "overlap": TILE // 2, "ignore_value": IGNORE,
+            "min_labelled_fraction": 0.05, "split": {**fractions, "seed": 114, "group_by": "scene"}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("data/ms"))
@@ -97,6 +116,11 @@ def main() -> None:
     (args.out / "labels.json").write_text(json.dumps(report, indent=2))
     for row in report:
         print(row["site"], row["counts"], {k: row["held_out"].get(k) for k in ("accuracy",)})
+    for split, name in (("train", "dataset"), ("test", "test-dataset")):
+        cfg = validate(DatasetConfig, dataset_config(args.out, split))
+        manifest = make_dataset(cfg, args.out / name, overwrite=True)
+        print(f"{args.out / name}: {len(manifest.tiles())} tiles of {TILE} px "
+              f"({', '.join(f'{k} {len(manifest.tiles(k))}' for k in ('train', 'validation', 'test'))})")
 
 
 if __name__ == "__main__":
