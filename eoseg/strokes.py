@@ -479,8 +479,9 @@ def collect_samples(scene: Scene, strokes: Strokes, scale: np.ndarray, scales: S
             keep = (classes != IGNORE) & valid
             sampler.add(feats[:, keep], classes[keep], ids[keep])
     if not sampler.kept:
-        raise DatasetError("no stroke covers a valid pixel of the scene" + (" inside --window" if area else ""),
-                           path=strokes.path, fix="draw the strokes over valid (not nodata) pixels")
+        where = " inside the window" if area is not None else ""
+        raise DatasetError(f"no stroke covers a valid pixel of the scene{where}", path=strokes.path,
+                           fix=f"draw the strokes over valid (not nodata) pixels{where}")
     return sampler.samples()
 
 

@@ -167,6 +167,8 @@ def test_window_keeps_the_rest_of_the_scene_out(s2_scene, strokes_file, labelled
     assert json.loads(result.paths.report.read_text())["window"] == [0, 0, 320, 128]
     with pytest.raises(DatasetError, match="window 0,200,320,128 is not inside"):
         label_scene(s2_scene, strokes_file, tmp_path / "bad", window=(0, 200, 320, 128))
+    with pytest.raises(DatasetError, match="no stroke covers a valid pixel of the scene inside the window"):
+        label_scene(s2_scene, strokes_file, tmp_path / "empty", window=(0, 0, 40, 20))
 
 
 def test_existing_outputs_need_overwrite(labelled, s2_scene, strokes_file):
