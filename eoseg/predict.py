@@ -8,6 +8,7 @@ finished rows out) that the exactness tests drive directly.
 from __future__ import annotations
 
 import contextlib
+import copy
 import ctypes
 import logging
 import sys
@@ -25,7 +26,7 @@ from tqdm.auto import tqdm
 from eoseg.bundle import ModelBundle, load_bundle
 from eoseg.classes import NODATA_CLASS, ClassScheme
 from eoseg.device import DEVICES, PRECISIONS, autocast_dtype, resolve_device, resolve_precision
-from eoseg.errors import BundleError, ConfigError
+from eoseg.errors import BundleError, ConfigError, PredictionError
 from eoseg.grid import Tile, TileGrid, check_tile_size
 from eoseg.outputs import plan_outputs
 from eoseg.outputs.cog import RasterSink
@@ -156,15 +157,31 @@ def _tta_transforms(mode: str) -> list[tuple[Callable, Callable]]:
     return d4
 
 
+def _on_device(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """``model`` on ``device`` in eval mode and channels_last; a model on another device is copied, not moved
+    (it may be a cached bundle's model that other users hold)."""
+    def elsewhere(t: torch.Tensor) -> bool:
+        return t.device.type != device.type or (device.index is not None and t.device.index != device.index)
+
+    if any(elsewhere(t) for t in [*model.parameters(), *model.buffers()]):
+        model = copy.deepcopy(model)
+    return model.to(device).eval().to(memory_format=torch.channels_last)
+
+
 class Forward:
-    """Batched softmax forward of one model or an ensemble, with TTA, autocast and channels_last."""
+    """Batched softmax forward of one model or an ensemble, with TTA, autocast and channels_last.
+
+    Under reduced precision (fp16 overflows above 65504) a batch whose logits are not all finite is run again
+    in fp32, with a warning, instead of letting NaN reach ``argmax`` (where it becomes class 0).
+    """
 
     def __init__(self, models: Sequence[torch.nn.Module], device: torch.device, precision: str = "fp32",
                  tta: str = "none"):
         self.device = device
         self.precision = precision
         self.transforms = _tta_transforms(tta)
-        self.models = [m.to(device).eval().to(memory_format=torch.channels_last) for m in models]
+        self.models = [_on_device(m, device) for m in models]
+        self.fp32_reruns = 0
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         """(N, C, H, W) float32 standardized → (N, K, H, W) float32 probabilities."""
@@ -173,15 +190,32 @@ class Forward:
             x = x.pin_memory().to(self.device, non_blocking=True)
         x = x.contiguous(memory_format=torch.channels_last)
         dtype = autocast_dtype(self.precision)
+        probs = self._probabilities(x, dtype)
+        if probs is None and dtype is not None:
+            self.fp32_reruns += 1
+            log.warning("non-finite logits under %s autocast in a batch of %d tile(s); running it again in fp32",
+                        self.precision, x.shape[0])
+            probs = self._probabilities(x, None)
+        if probs is None:
+            raise PredictionError("the model gives non-finite (NaN or infinite) logits in fp32", path="--model",
+                                  fix="check the model's weights (retrain or re-save the bundle)")
+        return probs.cpu().numpy()
+
+    def _probabilities(self, x: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor | None:
+        """Mean softmax over models and TTA transforms; None when any logit is not finite."""
         total = None
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=dtype or torch.float32,
                                                     enabled=dtype is not None):
+            finite = torch.ones((), dtype=torch.bool, device=x.device)
             for model in self.models:
                 for fwd, inv in self.transforms:
-                    probs = inv(torch.softmax(model(fwd(x)).float(), dim=1))
+                    logits = model(fwd(x)).float()
+                    finite = finite & torch.isfinite(logits).all()
+                    probs = inv(torch.softmax(logits, dim=1))
                     total = probs if total is None else total + probs
-        total = total / (len(self.models) * len(self.transforms))
-        return total.float().cpu().numpy()
+        if not bool(finite):  # one device sync per batch
+            return None
+        return total / (len(self.models) * len(self.transforms))
 
 
 # ---------------------------------------------------------------------------------------------- core loop

@@ -8,7 +8,7 @@ from rasterio.windows import Window
 
 from eoseg.bundle import load_bundle
 from eoseg.classes import NODATA_CLASS
-from eoseg.errors import OutputExistsError
+from eoseg.errors import OutputExistsError, PredictionError
 from eoseg.grid import TileGrid
 from eoseg.outputs.cog import validate_cog
 from eoseg.predict import Forward, Predictor, PredictSettings, predict_scene
@@ -172,3 +172,67 @@ def test_strip_reader_standardizes_like_each_tile_alone(s2_scene, mode):
             raw, raw_valid = reader.read(tile.window)
             np.testing.assert_array_equal(valid, raw_valid)
             np.testing.assert_allclose(x, std.apply(raw, raw_valid), rtol=1e-6, atol=1e-6)
+
+
+class _OverflowsInHalf(torch.nn.Module):
+    """A per-pixel model whose logits are NaN / infinite whenever it runs in reduced precision (as fp16 does
+    when activations pass 65504)."""
+
+    def __init__(self, channels: int = 4, classes: int = 4):
+        super().__init__()
+        torch.manual_seed(3)
+        self.conv = torch.nn.Conv2d(channels, classes, kernel_size=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        return y if y.dtype == torch.float32 else y * float("inf")
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_non_finite_logits_under_autocast_rerun_the_batch_in_fp32(precision, caplog):
+    model = _OverflowsInHalf()
+    x = np.random.default_rng(0).normal(size=(3, 4, 32, 32)).astype(np.float32)
+    expected = Forward([model], torch.device("cpu"), "fp32")(x)
+    forward = Forward([model], torch.device("cpu"), precision, tta="flip")
+    with caplog.at_level("WARNING", logger="eoseg.predict"):
+        got = forward(x)
+    np.testing.assert_allclose(got, Forward([model], torch.device("cpu"), "fp32", tta="flip")(x), atol=1e-6)
+    np.testing.assert_allclose(got, expected, atol=1e-5)  # a per-pixel model is flip-invariant
+    assert forward.fp32_reruns == 1 and "running it again in fp32" in caplog.text
+
+
+def test_non_finite_logits_in_fp32_are_an_error():
+    class Broken(torch.nn.Module):
+        def forward(self, x):
+            return x[:, :4] * float("nan")
+
+    with pytest.raises(PredictionError, match="non-finite"):
+        Forward([Broken()], torch.device("cpu"), "fp32")(np.zeros((1, 4, 32, 32), np.float32))
+
+
+def test_fp16_prediction_never_turns_overflow_into_water(s2_scene, tmp_path, monkeypatch):
+    """End to end with the precision policy forced to fp16 (CUDA-only otherwise): overflowing batches are rerun,
+    so the class map is the fp32 one and not all class 0."""
+    import eoseg.predict as predict_mod
+    from eoseg.bundle import ModelBundle, ModelCard
+
+    card = ModelCard(name="overflow", arch="resunet", bands=("blue", "green", "red", "nir"), tile_size=128,
+                     overlap=32)
+    bundle = ModelBundle(card=card, model=_OverflowsInHalf(), path=None, sha256="0" * 64)
+    fp32 = predict_scene(s2_scene, bundle, tmp_path / "fp32", precision="fp32")
+    monkeypatch.setattr(predict_mod, "resolve_precision", lambda name, device: "fp16")
+    fp16 = predict_scene(s2_scene, bundle, tmp_path / "fp16", precision="auto")
+    assert fp16.precision == "fp16"
+    with rasterio.open(fp32.outputs["classes"]) as a, rasterio.open(fp16.outputs["classes"]) as b:
+        expected, got = a.read(1), b.read(1)
+    assert len(np.unique(expected)) > 1
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_forward_copies_a_model_held_on_another_device():
+    """A cached CPU bundle's model passed to a Forward for another device ('meta' for CUDA) is not moved."""
+    model = torch.nn.Conv2d(4, 4, kernel_size=1)
+    forward = Forward([model], torch.device("meta"))
+    assert model.weight.device.type == "cpu" and forward.models[0].weight.device.type == "meta"
+    same = Forward([model], torch.device("cpu"))
+    assert same.models[0] is model  # already there: not copied
