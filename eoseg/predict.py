@@ -298,6 +298,11 @@ def strip_tile_reader(reader: SceneReader, grid: TileGrid, standardization: Stan
 # ---------------------------------------------------------------------------------------------- predictor
 
 
+def band_labels(scene: Scene) -> list[str]:
+    """``nir (band 4)`` for each band fed to the model, in model order."""
+    return [f"{role} (band {index})" for role, index in zip(scene.roles, scene.band_indexes, strict=True)]
+
+
 def _check_ensemble(bundles: Sequence[ModelBundle]) -> None:
     first = bundles[0].card
     for other in bundles[1:]:
@@ -361,7 +366,7 @@ class Predictor:
         paths = plan_outputs(Path(out_dir), stem or scene.stem, probabilities=self.settings.probabilities,
                              overwrite=self.settings.overwrite)
         stats = preflight(scene)
-        standardization = self.standardization.for_stats(stats)
+        standardization = self.standardization.for_stats(stats, names=band_labels(scene))
         show = sys.stderr.isatty() if progress is None else progress
         with tqdm(total=len(grid), unit="tile", desc=scene.path.name, disable=not show, leave=False) as bar:
             counts = self._write_rasters(scene, grid, standardization, paths, bar)

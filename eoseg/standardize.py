@@ -6,15 +6,20 @@ Modes
 - ``image``: Segmentation Gym's per-image z-score with all bands pooled,
   ``(x - mean) / max(std, 1 / sqrt(N))`` (N = number of values). Per tile at predict time.
 - ``fixed``: per-band mean / std stored with the model.
-- ``stretch``: per-band percentile stretch of the scene, ``(x - p02) / (p98 - p02)``, then the stored
-  mean / std z-score. It maps any sensor's scale (DN, reflectance, 8-bit) onto the stretched range of
-  8-bit imagery such as the Ocean Beach chips, while keeping each band's contrast.
+- ``stretch``: per-band percentile stretch of the scene, ``(x - p02) / (p98 - p02)``, clipped to
+  ``STRETCH_RANGE`` (-0.5 … 1.5), then the stored mean / std z-score. It maps any sensor's scale (DN,
+  reflectance, 8-bit) onto the stretched range of 8-bit imagery such as the Ocean Beach chips, while
+  keeping each band's contrast. The clip bounds what clouds or sun glint (many spreads above p98) feed
+  the model to the range training saw, since training applies the same transform. A band that is
+  constant in the scene (p98 = p02) is fed as 0 with a warning, once per scene, naming the band.
 
 Invalid (nodata) pixels are set to 0 after the transform, i.e. to the mean.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -25,6 +30,9 @@ from eoseg.errors import ConfigError
 Mode = Literal["scene", "image", "fixed", "stretch"]
 MODES: tuple[str, ...] = ("scene", "image", "fixed", "stretch")
 _EPS = 1e-6
+STRETCH_RANGE = (-0.5, 1.5)  # stretched values are clipped to this range (in training and prediction alike)
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -46,17 +54,20 @@ class Standardization:
     def needs_scene_stats(self) -> bool:
         return self.mode in ("scene", "stretch")
 
-    def with_stats(self, mean=None, std=None, low=None, high=None) -> Standardization:
-        """A copy carrying scene statistics (for ``scene`` and ``stretch`` modes)."""
+    def with_stats(self, mean=None, std=None, low=None, high=None,
+                   names: Sequence[str] | None = None) -> Standardization:
+        """A copy carrying one scene's statistics (for ``scene`` and ``stretch`` modes); ``names`` name the
+        bands in the warning about constant bands."""
         if self.mode == "scene":
             return replace(self, mean=tup(mean), std=tup(std))
         if self.mode == "stretch":
+            warn_constant_bands(tup(low), tup(high), names)
             return replace(self, low=tup(low), high=tup(high))
         return self
 
-    def for_stats(self, stats) -> Standardization:
+    def for_stats(self, stats, names: Sequence[str] | None = None) -> Standardization:
         """A copy filled from a :class:`eoseg.scene.SceneStats` (a no-op for ``image`` / ``fixed``)."""
-        return self.with_stats(mean=stats.mean, std=stats.std, low=stats.p02, high=stats.p98)
+        return self.with_stats(mean=stats.mean, std=stats.std, low=stats.p02, high=stats.p98, names=names)
 
     def apply(self, x: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
         """Standardize ``x`` (C, H, W) float32; ``valid`` (H, W) marks the pixels that count."""
@@ -68,12 +79,20 @@ class Standardization:
 
     def _per_band(self, x: np.ndarray) -> np.ndarray:
         if self.mode == "stretch":
-            low, high = self._require("low", "high", x.shape[0])
-            x = (x - low) / np.maximum(high - low, _EPS)
+            x = self._stretch(x)
             if self.mean is None:
                 return x.astype(np.float32)
         mean, std = self._require("mean", "std", x.shape[0])
         return ((x - mean) / np.maximum(std, _EPS)).astype(np.float32)
+
+    def _stretch(self, x: np.ndarray) -> np.ndarray:
+        """``(x - low) / (high - low)`` clipped to ``STRETCH_RANGE``; 0 for a band with ``high - low`` ≈ 0."""
+        low, high = self._require("low", "high", x.shape[0])
+        span = high - low
+        scale = np.where(_is_constant(low, high), 0.0, 1.0 / np.where(span == 0, 1.0, span)).astype(np.float32)
+        with np.errstate(invalid="ignore"):  # ±inf nodata × 0: set to 0 with the other invalid pixels
+            out = (x - low) * scale
+        return np.clip(out, *STRETCH_RANGE, out=out)
 
     def _require(self, a: str, b: str, bands: int) -> tuple[np.ndarray, np.ndarray]:
         va, vb = getattr(self, a), getattr(self, b)
@@ -98,6 +117,24 @@ class Standardization:
     def from_dict(cls, data: dict) -> Standardization:
         return cls(mode=data.get("mode", "scene"), mean=tup(data.get("mean")), std=tup(data.get("std")),
                    low=tup(data.get("low")), high=tup(data.get("high")))
+
+
+def _is_constant(low, high) -> np.ndarray:
+    low, high = np.asarray(low, np.float64), np.asarray(high, np.float64)
+    return np.abs(high - low) <= _EPS * np.maximum(1.0, np.maximum(np.abs(low), np.abs(high)))
+
+
+def warn_constant_bands(low: tuple[float, ...] | None, high: tuple[float, ...] | None,
+                        names: Sequence[str] | None = None) -> None:
+    """One warning naming every band whose stretch range is empty (p02 = p98)."""
+    if low is None or high is None:
+        return
+    constant = np.flatnonzero(_is_constant(low, high))
+    if constant.size:
+        labels = [names[i] if names is not None and i < len(names) else f"band {i + 1}" for i in constant]
+        values = ", ".join(f"{label} = {low[i]:g}" for label, i in zip(labels, constant, strict=True))
+        log.warning("stretch standardization: constant band(s) in this scene (2nd = 98th percentile): %s; "
+                    "fed to the model as 0 (check the band mapping, --bands, or the scene's nodata)", values)
 
 
 def tup(values) -> tuple[float, ...] | None:
