@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import ctypes
 import logging
 import sys
 import time
@@ -18,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import rasterio
 import torch
 from rasterio.windows import Window
 from tqdm.auto import tqdm
@@ -33,6 +31,7 @@ from eoseg.outputs.cog import RasterSink
 from eoseg.outputs.qgis import raster_qml, write_qml
 from eoseg.outputs.stac import write_stac_item
 from eoseg.outputs.vectors import write_polygons_streamed
+from eoseg.process import block_rows_cache_bytes, keep_freed_memory_mapped  # noqa: F401  (moved; old imports work)
 from eoseg.scene import Scene, SceneReader, open_scene, preflight
 from eoseg.standardize import Standardization
 from eoseg.stitch import RowSink, StripAccumulator
@@ -40,23 +39,6 @@ from eoseg.stitch import RowSink, StripAccumulator
 log = logging.getLogger(__name__)
 
 TTA_MODES = ("none", "flip", "d4")
-MIN_GDAL_CACHE = 64 * 2**20
-
-
-def block_rows_cache_bytes(path: str | Path, rows: int = 2) -> int:
-    """Bytes of GDAL block cache holding ``rows`` full-width block rows of every band of ``path``.
-
-    rasterio.Env passes an integer GDAL_CACHEMAX to GDALSetCacheMax64, i.e. in bytes (not GDAL's "< 100000
-    means MB" rule): 64 means 64 bytes and no cache at all (measured here: tile reads 19× slower).
-    """
-    try:
-        with rasterio.open(path) as ds:
-            block_h = ds.block_shapes[0][0]
-            itemsize = np.dtype(ds.dtypes[0]).itemsize
-            need = rows * block_h * ds.width * ds.count * itemsize
-    except rasterio.errors.RasterioError:
-        return MIN_GDAL_CACHE  # open_scene reports the problem
-    return max(MIN_GDAL_CACHE, need + 16 * 2**20)
 
 
 @dataclass(frozen=True)
@@ -110,26 +92,6 @@ class SceneResult:
         return (f"{self.scene.name}: {self.width}×{self.height} px, {self.tiles} tiles ({self.tiles_skipped} empty "
                 f"skipped), {self.seconds:.1f} s, {self.megapixels_per_second:.2f} MP/s on {self.device}/"
                 f"{self.precision} → {len(self.outputs)} outputs in {out_dir}/")
-
-
-# ---------------------------------------------------------------------------------------------- devices
-
-
-def keep_freed_memory_mapped() -> None:
-    """Ask glibc to keep freed memory instead of unmapping it, so each batch does not re-fault pages.
-
-    Large tensors are otherwise mmap'ed and unmapped per batch (measured in DESIGN.md: a tiled CPU run
-    became 1.6× faster). A no-op off glibc.
-    """
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return
-    m_trim_threshold, m_mmap_max = -1, -4
-    libc.mallopt(m_mmap_max, 0)
-    libc.mallopt(m_trim_threshold, 1 << 30)
 
 
 # ---------------------------------------------------------------------------------------------- forward
@@ -334,8 +296,6 @@ class Predictor:
         self.overlap = self.settings.overlap if self.settings.overlap is not None else self.card.overlap
         check_tile_size(self.tile_size, self.overlap)
         self.forward = Forward([b.model for b in self.bundles], self.device, self.precision, self.settings.tta)
-        if self.device.type == "cpu":
-            keep_freed_memory_mapped()
         self._warm_up()
 
     def _warm_up(self) -> None:
@@ -352,11 +312,9 @@ class Predictor:
 
     def predict(self, path: str | Path, out_dir: str | Path, *, progress: bool | None = None,
                 stem: str | None = None) -> SceneResult:
-        # GDAL's block cache defaults to 5 % of RAM and fills with the whole scene as it is read. Overlapping
-        # tile rows only need the block rows they span, so a cache of two block rows across the scene's width keeps
-        # peak memory independent of the scene's height without decompressing any block twice per tile row.
-        with rasterio.Env(GDAL_CACHEMAX=block_rows_cache_bytes(path)):
-            return self._predict(path, out_dir, progress=progress, stem=stem)
+        """Segment one scene. Process-wide tuning (GDAL's block cache, glibc's malloc) is not touched here:
+        programs opt into it once with :func:`eoseg.process.tune_process` (the CLI and batch workers do)."""
+        return self._predict(path, out_dir, progress=progress, stem=stem)
 
     def _predict(self, path: str | Path, out_dir: str | Path, *, progress: bool | None,
                  stem: str | None) -> SceneResult:
