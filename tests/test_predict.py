@@ -122,17 +122,17 @@ def test_bf16_autocast_agrees_with_fp32(s2_scene, random_bundle):
     assert (p32.argmax(1) == p16.argmax(1)).mean() > 0.97
 
 
-def test_blending_beats_pasting_with_the_packaged_model(shared_data, tmp_path):
+def test_blending_beats_pasting_with_the_packaged_model(s2_scene, tmp_path):
     """Overlaps blended by the tapered window agree with a whole-scene forward better than pasted tiles.
 
     Stitching itself is exact (test_stitch: a per-pixel model gives identical tiled and untiled results). A
     trained Res-UNet is context-dependent: 7 × 7 kernels over four stride-2 levels reach hundreds of pixels, so
-    no tiling agrees with a whole-scene pass on 99.9 % (measured on this crop: about 73 % at the packaged 128/32,
-    97 % at 512/128). What blending must do is not add seams: where tiles overlap, the blend is closer to the
-    whole-scene answer than the last tile's own prediction.
+    no tiling agrees with a whole-scene pass on 99.9 % (measured on a 640 × 640 crop of the Virginia scene: about
+    73 % at the packaged 128/32, 97 % at 512/128). What blending must do is not add seams: where tiles overlap, the
+    blend is closer to the whole-scene answer than the last tile's own prediction. Runs on the 320 × 256 crop in
+    tests/data (9 tiles, 60 % of its pixels in overlaps).
     """
-    scene_path = crop_to(shared_data / "scenes/sentinel2_virginia/S2A_18SVG_20160112_L1C_virginia_10m_6band.tif",
-                         tmp_path / "va.tif", Window(800, 900, 640, 640))
+    scene_path = s2_scene
     predictor = Predictor("resunet", PredictSettings(precision="fp32"))
     result = predictor.predict(scene_path, tmp_path / "out")
     scene = open_scene(scene_path, roles=predictor.card.bands)
@@ -154,8 +154,9 @@ def test_blending_beats_pasting_with_the_packaged_model(shared_data, tmp_path):
         blended = out.read(1)
     overlaps = covered > 1
     assert overlaps.mean() > 0.3
-    assert (blended == whole)[overlaps].mean() >= (pasted == whole)[overlaps].mean()
-    assert (blended == whole).mean() >= (pasted == whole).mean()
+    # measured with the packaged model: 91.5 % vs 87.3 % in overlaps (a flat average: 89.7 %)
+    assert (blended == whole)[overlaps].mean() > (pasted == whole)[overlaps].mean()
+    assert (blended == whole).mean() > (pasted == whole).mean()
 
 
 @pytest.mark.parametrize("mode", ["scene", "image"])
@@ -236,3 +237,33 @@ def test_forward_copies_a_model_held_on_another_device():
     assert model.weight.device.type == "cpu" and forward.models[0].weight.device.type == "meta"
     same = Forward([model], torch.device("cpu"))
     assert same.models[0] is model  # already there: not copied
+
+
+def _np_softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def test_d4_tta_undoes_each_transform_exactly():
+    """A per-pixel model gives the same answer with d4 TTA as without (any wrong inverse moves pixels), and a model
+    with a position-dependent bias B gives the mean over the 8 symmetries g of softmax(conv(x) + g⁻¹(B))."""
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(4, 4, kernel_size=1)
+    x = np.random.default_rng(1).normal(size=(2, 4, 32, 32)).astype(np.float32)
+    cpu = torch.device("cpu")
+    np.testing.assert_allclose(Forward([conv], cpu, tta="d4")(x), Forward([conv], cpu)(x), atol=1e-6)
+
+    bias = torch.randn(1, 4, 32, 32, generator=torch.Generator().manual_seed(2)) * 3
+
+    class Biased(torch.nn.Module):
+        def forward(self, t):
+            return conv(t) + bias
+
+    with torch.no_grad():
+        logits = conv(torch.from_numpy(x)).numpy().astype(np.float64)
+    b = bias.numpy().astype(np.float64)
+    inverses = [np.rot90(b, -k, axes=(-2, -1))[..., ::-1] if flip else np.rot90(b, -k, axes=(-2, -1))
+                for k in range(4) for flip in (False, True)]
+    assert len({g.tobytes() for g in inverses}) == 8  # eight distinct symmetries of an asymmetric bias
+    expected = np.mean([_np_softmax(logits + g) for g in inverses], axis=0)
+    np.testing.assert_allclose(Forward([Biased()], cpu, tta="d4")(x), expected, atol=1e-5)
