@@ -77,6 +77,12 @@ def test_run_directory_and_bundle(run):
     assert list(card.bands) == ["red", "green", "blue", "nir"]
     assert card.standardization["mode"] == "scene"
     assert card.metrics["validation"]["mean_iou"] == pytest.approx(run.val_metrics["mean_iou"])
+    # the card's validation metrics were computed with the best epoch's weights: the bundle stores exactly those
+    best = torch.load(d / "checkpoint.pt", weights_only=False)["best_state"]
+    stored = bundle.model.state_dict()
+    assert best.keys() == stored.keys()
+    for key, value in best.items():
+        assert stored[key].dtype == value.dtype and torch.equal(stored[key], value.cpu()), key
     assert card.training["groups"]["test"] and card.training["best_epoch"] == run.best_epoch
     x = torch.zeros(1, 4, 64, 64)
     assert bundle.model(x).shape == (1, 4, 64, 64)
