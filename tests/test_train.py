@@ -137,7 +137,7 @@ def test_history_plot_leaves_the_matplotlib_backend_alone(tmp_path, monkeypatch)
 
     switches = []
     monkeypatch.setattr(matplotlib, "use", lambda *a, **k: switches.append(a))
-    history = [{"epoch": e, "lr": 1e-3, "train_loss": 1.0 / e, "val_loss": 1.1 / e, "val_miou": 0.1 * e}
+    history = [{"epoch": e, "lr": 1e-3 / e, "train_loss": 1.0 / e, "val_loss": 1.1 / e, "val_miou": 0.1 * e}
                for e in (1, 2)]
     plot_history(history, tmp_path / "curves.png", "val_miou")
     assert switches == [] and (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
