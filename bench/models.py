@@ -125,7 +125,7 @@ def load_blocks(data: Path, split: str) -> list[Block]:
 
 
 def predict_bundle(model: str, blocks: Sequence[Block]) -> list[np.ndarray]:
-    from eoseg.predict import PredictSettings, Predictor
+    from eoseg.predict import Predictor, PredictSettings
 
     predictor = Predictor(model, PredictSettings(overwrite=True))
     out = []

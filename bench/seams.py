@@ -25,7 +25,7 @@ VIRGINIA_20M = ROOT.parent / "shared/data/scenes/sentinel2_virginia/S2A_18SVG_20
 
 
 def classes(model: str, scene: Path, tile_size: int | None, overlap: int | None) -> tuple[np.ndarray, int, int]:
-    from eoseg.predict import PredictSettings, Predictor
+    from eoseg.predict import Predictor, PredictSettings
 
     predictor = Predictor(model, PredictSettings(tile_size=tile_size, overlap=overlap, precision="fp32",
                                                  overwrite=True))

@@ -59,6 +59,10 @@ class ModelNotFoundError(EosegError, KeyError):
         return EosegError.__str__(self)
 
 
+class PredictionError(EosegError, ValueError):
+    """A model's output cannot be used (non-finite logits even in fp32)."""
+
+
 class BundleError(EosegError, ValueError):
     """A model bundle is missing files or is inconsistent."""
 

@@ -209,13 +209,13 @@ def write_history(history: list[dict], path: Path) -> None:
 
 
 def plot_history(history: list[dict], path: Path, monitor: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     epochs = [r["epoch"] for r in history]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    fig = Figure(figsize=(13, 3.6))  # no pyplot, no backend switch
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 3)
     for key in ("train_loss", "val_loss"):
         axes[0].plot(epochs, [r[key] for r in history], marker=".", label=key)
     for key in ("val_miou", "val_accuracy", "val_dice"):
@@ -229,7 +229,6 @@ def plot_history(history: list[dict], path: Path, monitor: str) -> None:
     axes[1].legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def _prepare_run_dir(cfg: TrainConfig) -> Path:

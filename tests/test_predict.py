@@ -8,7 +8,7 @@ from rasterio.windows import Window
 
 from eoseg.bundle import load_bundle
 from eoseg.classes import NODATA_CLASS
-from eoseg.errors import OutputExistsError
+from eoseg.errors import OutputExistsError, PredictionError
 from eoseg.grid import TileGrid
 from eoseg.outputs.cog import validate_cog
 from eoseg.predict import Forward, Predictor, PredictSettings, predict_scene
@@ -122,17 +122,17 @@ def test_bf16_autocast_agrees_with_fp32(s2_scene, random_bundle):
     assert (p32.argmax(1) == p16.argmax(1)).mean() > 0.97
 
 
-def test_blending_beats_pasting_with_the_packaged_model(shared_data, tmp_path):
+def test_blending_beats_pasting_with_the_packaged_model(s2_scene, tmp_path):
     """Overlaps blended by the tapered window agree with a whole-scene forward better than pasted tiles.
 
     Stitching itself is exact (test_stitch: a per-pixel model gives identical tiled and untiled results). A
     trained Res-UNet is context-dependent: 7 × 7 kernels over four stride-2 levels reach hundreds of pixels, so
-    no tiling agrees with a whole-scene pass on 99.9 % (measured on this crop: about 73 % at the packaged 128/32,
-    97 % at 512/128). What blending must do is not add seams: where tiles overlap, the blend is closer to the
-    whole-scene answer than the last tile's own prediction.
+    no tiling agrees with a whole-scene pass on 99.9 % (measured on a 640 × 640 crop of the Virginia scene: about
+    73 % at the packaged 128/32, 97 % at 512/128). What blending must do is not add seams: where tiles overlap, the
+    blend is closer to the whole-scene answer than the last tile's own prediction. Runs on the 320 × 256 crop in
+    tests/data (9 tiles, 60 % of its pixels in overlaps).
     """
-    scene_path = crop_to(shared_data / "scenes/sentinel2_virginia/S2A_18SVG_20160112_L1C_virginia_10m_6band.tif",
-                         tmp_path / "va.tif", Window(800, 900, 640, 640))
+    scene_path = s2_scene
     predictor = Predictor("resunet", PredictSettings(precision="fp32"))
     result = predictor.predict(scene_path, tmp_path / "out")
     scene = open_scene(scene_path, roles=predictor.card.bands)
@@ -154,8 +154,9 @@ def test_blending_beats_pasting_with_the_packaged_model(shared_data, tmp_path):
         blended = out.read(1)
     overlaps = covered > 1
     assert overlaps.mean() > 0.3
-    assert (blended == whole)[overlaps].mean() >= (pasted == whole)[overlaps].mean()
-    assert (blended == whole).mean() >= (pasted == whole).mean()
+    # measured with the packaged model: 91.5 % vs 87.3 % in overlaps (a flat average: 89.7 %)
+    assert (blended == whole)[overlaps].mean() > (pasted == whole)[overlaps].mean()
+    assert (blended == whole).mean() > (pasted == whole).mean()
 
 
 @pytest.mark.parametrize("mode", ["scene", "image"])
@@ -241,3 +242,97 @@ def test_scale_and_offset_override_and_unknown_units(collar_scene, bundle_factor
     with pytest.raises(ConfigError, match="--scale"):
         Predictor(bundle_factory(tmp_path / "scene", bands=("red", "green", "blue")),
                   PredictSettings(precision="fp32", scale=1e-4))
+
+
+class _OverflowsInHalf(torch.nn.Module):
+    """A per-pixel model whose logits are NaN / infinite whenever it runs in reduced precision (as fp16 does
+    when activations pass 65504)."""
+
+    def __init__(self, channels: int = 4, classes: int = 4):
+        super().__init__()
+        torch.manual_seed(3)
+        self.conv = torch.nn.Conv2d(channels, classes, kernel_size=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        return y if y.dtype == torch.float32 else y * float("inf")
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_non_finite_logits_under_autocast_rerun_the_batch_in_fp32(precision, caplog):
+    model = _OverflowsInHalf()
+    x = np.random.default_rng(0).normal(size=(3, 4, 32, 32)).astype(np.float32)
+    expected = Forward([model], torch.device("cpu"), "fp32")(x)
+    forward = Forward([model], torch.device("cpu"), precision, tta="flip")
+    with caplog.at_level("WARNING", logger="eoseg.predict"):
+        got = forward(x)
+    np.testing.assert_allclose(got, Forward([model], torch.device("cpu"), "fp32", tta="flip")(x), atol=1e-6)
+    np.testing.assert_allclose(got, expected, atol=1e-5)  # a per-pixel model is flip-invariant
+    assert forward.fp32_reruns == 1 and "running it again in fp32" in caplog.text
+
+
+def test_non_finite_logits_in_fp32_are_an_error():
+    class Broken(torch.nn.Module):
+        def forward(self, x):
+            return x[:, :4] * float("nan")
+
+    with pytest.raises(PredictionError, match="non-finite"):
+        Forward([Broken()], torch.device("cpu"), "fp32")(np.zeros((1, 4, 32, 32), np.float32))
+
+
+def test_fp16_prediction_never_turns_overflow_into_water(s2_scene, tmp_path, monkeypatch):
+    """End to end with the precision policy forced to fp16 (CUDA-only otherwise): overflowing batches are rerun,
+    so the class map is the fp32 one and not all class 0."""
+    import eoseg.predict as predict_mod
+    from eoseg.bundle import ModelBundle, ModelCard
+
+    card = ModelCard(name="overflow", arch="resunet", bands=("blue", "green", "red", "nir"), tile_size=128,
+                     overlap=32)
+    bundle = ModelBundle(card=card, model=_OverflowsInHalf(), path=None, sha256="0" * 64)
+    fp32 = predict_scene(s2_scene, bundle, tmp_path / "fp32", precision="fp32")
+    monkeypatch.setattr(predict_mod, "resolve_precision", lambda name, device: "fp16")
+    fp16 = predict_scene(s2_scene, bundle, tmp_path / "fp16", precision="auto")
+    assert fp16.precision == "fp16"
+    with rasterio.open(fp32.outputs["classes"]) as a, rasterio.open(fp16.outputs["classes"]) as b:
+        expected, got = a.read(1), b.read(1)
+    assert len(np.unique(expected)) > 1
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_forward_copies_a_model_held_on_another_device():
+    """A cached CPU bundle's model passed to a Forward for another device ('meta' for CUDA) is not moved."""
+    model = torch.nn.Conv2d(4, 4, kernel_size=1)
+    forward = Forward([model], torch.device("meta"))
+    assert model.weight.device.type == "cpu" and forward.models[0].weight.device.type == "meta"
+    same = Forward([model], torch.device("cpu"))
+    assert same.models[0] is model  # already there: not copied
+
+
+def _np_softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def test_d4_tta_undoes_each_transform_exactly():
+    """A per-pixel model gives the same answer with d4 TTA as without (any wrong inverse moves pixels), and a model
+    with a position-dependent bias B gives the mean over the 8 symmetries g of softmax(conv(x) + g⁻¹(B))."""
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(4, 4, kernel_size=1)
+    x = np.random.default_rng(1).normal(size=(2, 4, 32, 32)).astype(np.float32)
+    cpu = torch.device("cpu")
+    np.testing.assert_allclose(Forward([conv], cpu, tta="d4")(x), Forward([conv], cpu)(x), atol=1e-6)
+
+    bias = torch.randn(1, 4, 32, 32, generator=torch.Generator().manual_seed(2)) * 3
+
+    class Biased(torch.nn.Module):
+        def forward(self, t):
+            return conv(t) + bias
+
+    with torch.no_grad():
+        logits = conv(torch.from_numpy(x)).numpy().astype(np.float64)
+    b = bias.numpy().astype(np.float64)
+    inverses = [np.rot90(b, -k, axes=(-2, -1))[..., ::-1] if flip else np.rot90(b, -k, axes=(-2, -1))
+                for k in range(4) for flip in (False, True)]
+    assert len({g.tobytes() for g in inverses}) == 8  # eight distinct symmetries of an asymmetric bias
+    expected = np.mean([_np_softmax(logits + g) for g in inverses], axis=0)
+    np.testing.assert_allclose(Forward([Biased()], cpu, tta="d4")(x), expected, atol=1e-5)

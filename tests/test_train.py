@@ -77,6 +77,12 @@ def test_run_directory_and_bundle(run):
     assert list(card.bands) == ["red", "green", "blue", "nir"]
     assert card.standardization["mode"] == "scene"
     assert card.metrics["validation"]["mean_iou"] == pytest.approx(run.val_metrics["mean_iou"])
+    # the card's validation metrics were computed with the best epoch's weights: the bundle stores exactly those
+    best = torch.load(d / "checkpoint.pt", weights_only=False)["best_state"]
+    stored = bundle.model.state_dict()
+    assert best.keys() == stored.keys()
+    for key, value in best.items():
+        assert stored[key].dtype == value.dtype and torch.equal(stored[key], value.cpu()), key
     assert card.training["groups"]["test"] and card.training["best_epoch"] == run.best_epoch
     x = torch.zeros(1, 4, 64, 64)
     assert bundle.model(x).shape == (1, 4, 64, 64)
@@ -222,3 +228,16 @@ def test_ignore_label_training_step(loss):
     assert value == 0.0
     for p, p0 in zip(frozen.parameters(), model.parameters(), strict=True):
         assert torch.equal(p, p0)
+
+
+def test_history_plot_leaves_the_matplotlib_backend_alone(tmp_path, monkeypatch):
+    import matplotlib
+
+    from eoseg.train import plot_history
+
+    switches = []
+    monkeypatch.setattr(matplotlib, "use", lambda *a, **k: switches.append(a))
+    history = [{"epoch": e, "lr": 1e-3 / e, "train_loss": 1.0 / e, "val_loss": 1.1 / e, "val_miou": 0.1 * e}
+               for e in (1, 2)]
+    plot_history(history, tmp_path / "curves.png", "val_miou")
+    assert switches == [] and (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"

@@ -25,7 +25,8 @@ from rasterio.windows import Window
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sites import ROLES, SITES, Site, blocks  # noqa: E402
 
-from eoseg.classes import COASTAL, NODATA_CLASS as IGNORE  # noqa: E402
+from eoseg.classes import COASTAL  # noqa: E402
+from eoseg.classes import NODATA_CLASS as IGNORE
 from eoseg.config import DatasetConfig, validate  # noqa: E402
 from eoseg.dataset import make_dataset  # noqa: E402
 from eoseg.strokes import label_scene  # noqa: E402

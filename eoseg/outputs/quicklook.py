@@ -52,10 +52,8 @@ def write_quicklook(scene_path: str | Path, classes_path: str | Path, png_path: 
                     *, title: str | None = None, bands: tuple[int, ...] | None = None,
                     max_side: int = MAX_SIDE) -> Path:
     """Write a PNG with the true-colour scene (left) and its classes (right) and a class legend."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
     from matplotlib.patches import Patch
 
     scene_path, png_path = Path(scene_path), Path(png_path)
@@ -66,7 +64,9 @@ def write_quicklook(scene_path: str | Path, classes_path: str | Path, png_path: 
     aspect = min(max(shape[1] / shape[0], 0.25), 2.5)  # width / height of one panel
     panel_h = 5.0
     fig_w = max(2 * panel_h * aspect + 1.0, 7.5)  # wide enough for titles and the legend
-    fig, axes = plt.subplots(1, 2, figsize=(fig_w, panel_h + 1.2), dpi=110)
+    fig = Figure(figsize=(fig_w, panel_h + 1.2), dpi=110)  # no pyplot: the caller's backend is left alone
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 2)
     axes[0].imshow(rgb)
     axes[0].set_title("true colour", fontsize=9)
     axes[1].set_facecolor("#303030")
@@ -82,5 +82,4 @@ def write_quicklook(scene_path: str | Path, classes_path: str | Path, png_path: 
     fig.tight_layout(rect=(0, 0.07, 1, 0.95))
     with atomic_write(png_path) as tmp:
         fig.savefig(tmp, format="png")
-    plt.close(fig)
     return png_path
