@@ -23,7 +23,7 @@ import torch
 from rasterio.windows import Window
 from tqdm.auto import tqdm
 
-from eoseg.bundle import CARD_FILE, DEFAULT_MODEL, ModelBundle, load_bundle, packaged_bundles, read_card, weights_dir
+from eoseg.bundle import CARD_FILE, DEFAULT_MODEL, ModelBundle, load_bundle, packaged_bundles, read_card, resolve_bundle
 from eoseg.classes import NODATA_CLASS, ClassScheme
 from eoseg.device import DEVICES, PRECISIONS, autocast_dtype, resolve_device, resolve_precision
 from eoseg.errors import BandMappingError, BundleError, ConfigError, EosegError
@@ -422,9 +422,9 @@ def models_for_scene(path: str | Path) -> list[tuple[str, tuple[str, ...]]]:
     fitting = []
     for name in packaged_bundles():
         try:
-            bands = read_card(weights_dir() / name / CARD_FILE).bands
+            bands = read_card(resolve_bundle(name) / CARD_FILE).bands
             map_bands(roles, bands, Path(path))
-        except (BundleError, BandMappingError):
+        except EosegError:  # an unreadable card, or bands the scene lacks
             continue
         fitting.append((name, bands))
     return sorted(fitting, key=lambda nb: (-len(nb[1]), nb[0] != DEFAULT_MODEL, nb[0]))

@@ -241,3 +241,19 @@ def test_scale_and_offset_override_and_unknown_units(collar_scene, bundle_factor
     with pytest.raises(ConfigError, match="--scale"):
         Predictor(bundle_factory(tmp_path / "scene", bands=("red", "green", "blue")),
                   PredictSettings(precision="fp32", scale=1e-4))
+
+
+def test_models_for_scene_lists_packaged_bundles_whose_bands_the_scene_has(
+        s2_scene, klamath_scene, collar_scene, packaged_pair, tmp_path, monkeypatch):
+    import eoseg.bundle
+    from eoseg.predict import models_for_scene
+
+    monkeypatch.setattr(eoseg.bundle, "weights_dir", lambda: packaged_pair)
+    five, rgb = ("resunet", ("blue", "green", "red", "nir", "swir1")), ("resunet-rgb", ("red", "green", "blue"))
+    assert models_for_scene(s2_scene) == [five, rgb]  # Sentinel-2 B02 B03 B04 B08 B11 B12
+    assert models_for_scene(klamath_scene) == [five, rgb]  # CoastSat Landsat '_ms': B, G, R, NIR, SWIR1
+    assert models_for_scene(collar_scene) == [rgb]  # Landsat B2 B3 B4
+    assert models_for_scene(tmp_path / "missing.tif") == []
+    (packaged_pair.parent / "unused").mkdir(exist_ok=True)
+    monkeypatch.setattr(eoseg.bundle, "weights_dir", lambda: packaged_pair.parent / "unused")
+    assert models_for_scene(s2_scene) == []
