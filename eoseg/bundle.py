@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.safetensors"
 CARD_FILE = "card.json"
+DEFAULT_MODEL = "resunet"  # the packaged bundle `eoseg predict` uses without --model
 REQUIRED_KEYS = ("name", "arch", "bands")
 _CARD_TYPES = {
     "name": str, "arch": str, "arch_params": dict, "standardization": dict, "classes": dict,
@@ -75,6 +76,7 @@ class ModelCard:
     classes: dict = field(default_factory=COASTAL.to_dict)
     tile_size: int = 512
     overlap: int = 64
+    resolution_m: tuple[float, float] | None = None  # ground sample distances (m) the model was trained for
     training: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
     description: str = ""
@@ -84,6 +86,8 @@ class ModelCard:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "bands", tuple(self.bands))
+        if self.resolution_m is not None:
+            object.__setattr__(self, "resolution_m", tuple(float(v) for v in self.resolution_m))
 
     @property
     def scheme(self) -> ClassScheme:
@@ -92,6 +96,8 @@ class ModelCard:
     def to_dict(self) -> dict:
         data = asdict(self)
         data["bands"] = list(self.bands)
+        if self.resolution_m is not None:
+            data["resolution_m"] = list(self.resolution_m)
         return data
 
     @classmethod
@@ -124,12 +130,23 @@ def _check_card_values(values: dict, source: str | os.PathLike | None) -> None:
     if not isinstance(bands, list | tuple) or not bands or not all(isinstance(b, str) for b in bands):
         raise BundleError(f"card key 'bands' should be a non-empty list of band roles, got {bands!r}",
                           path=source, fix='use e.g. ["red", "green", "blue"]')
+    _check_resolution(values.get("resolution_m"), source)
     if "classes" in values:
         try:
             ClassScheme.from_dict(values["classes"])
         except (KeyError, TypeError, ValueError) as exc:
             raise BundleError(f"card key 'classes' is not a class scheme ({exc!r})", path=source,
                               fix="use eoseg.classes.ClassScheme.to_dict()") from None
+
+
+def _check_resolution(value: Any, source: str | os.PathLike | None) -> None:
+    if value is None:
+        return
+    numbers = isinstance(value, list | tuple) and len(value) == 2 and all(
+        isinstance(v, int | float) and not isinstance(v, bool) and v > 0 for v in value)
+    if not numbers or value[0] > value[1]:
+        raise BundleError(f"card key 'resolution_m' should be [finest, coarsest] metres, got {value!r}",
+                          path=source, fix="use e.g. [10, 30], or drop the key")
 
 
 def read_card(path: str | os.PathLike) -> ModelCard:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, ValidationError, field_validator, model_validator
 
 from eoseg.classes import NODATA_CLASS
 from eoseg.errors import ConfigError
@@ -167,6 +167,15 @@ class BundleConfig(_Strict):
     overwrite: bool = False
     tile_size: int | None = None  # predict default recorded in the card (default: the dataset's tile size)
     overlap: int | None = None  # default: tile_size // 8
+    # ground sample distances (m) the model is meant for, [finest, coarsest], e.g. [10, 30]: shown by `eoseg models`
+    resolution_m: tuple[PositiveFloat, PositiveFloat] | None = None
+
+    @field_validator("resolution_m")
+    @classmethod
+    def _ordered_resolution(cls, v: tuple[float, float] | None) -> tuple[float, float] | None:
+        if v is not None and v[0] > v[1]:
+            raise ValueError(f"resolution_m is [finest, coarsest] metres; {v[0]:g} is coarser than {v[1]:g}")
+        return v
 
 
 class TrainConfig(_Strict):

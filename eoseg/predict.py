@@ -22,10 +22,10 @@ import torch
 from rasterio.windows import Window
 from tqdm.auto import tqdm
 
-from eoseg.bundle import ModelBundle, load_bundle
+from eoseg.bundle import CARD_FILE, DEFAULT_MODEL, ModelBundle, load_bundle, packaged_bundles, read_card, resolve_bundle
 from eoseg.classes import NODATA_CLASS, ClassScheme
 from eoseg.device import DEVICES, PRECISIONS, autocast_dtype, resolve_device, resolve_precision
-from eoseg.errors import BundleError, ConfigError, PredictionError
+from eoseg.errors import BandMappingError, BundleError, ConfigError, EosegError, PredictionError
 from eoseg.grid import Tile, TileGrid, check_tile_size
 from eoseg.outputs import plan_outputs
 from eoseg.outputs.cog import RasterSink
@@ -34,7 +34,7 @@ from eoseg.outputs.stac import write_stac_item
 from eoseg.outputs.vectors import write_polygons_streamed
 from eoseg.process import block_rows_cache_bytes, keep_freed_memory_mapped  # noqa: F401  (moved; old imports work)
 from eoseg.radiometry import Scaling, check_reflectance_range, scene_scaling
-from eoseg.scene import Scene, SceneReader, open_scene, preflight
+from eoseg.scene import Scene, SceneReader, map_bands, open_scene, preflight
 from eoseg.standardize import Standardization
 from eoseg.stitch import RowSink, StripAccumulator
 
@@ -325,8 +325,16 @@ class Predictor:
         return "+".join(b.sha256 for b in self.bundles)
 
     def open(self, path: str | Path) -> Scene:
-        return open_scene(path, roles=self.card.bands, bands=self.settings.bands,
-                          allow_ungeoreferenced=self.settings.allow_ungeoreferenced)
+        """Open a scene and map its bands to the model's; a mapping failure names the packaged models that fit."""
+        try:
+            return open_scene(path, roles=self.card.bands, bands=self.settings.bands,
+                              allow_ungeoreferenced=self.settings.allow_ungeoreferenced)
+        except BandMappingError as exc:
+            fitting = [] if self.settings.bands is not None else models_for_scene(path)
+            if not fitting:
+                raise
+            use = " or ".join(f"--model {name} ({', '.join(bands)})" for name, bands in fitting)
+            raise BandMappingError(exc.problem, path=exc.path, fix=f"use {use} or {exc.fix}") from None
 
     def predict(self, path: str | Path, out_dir: str | Path, *, progress: bool | None = None,
                 stem: str | None = None) -> SceneResult:
@@ -399,6 +407,26 @@ class Predictor:
         return outputs
 
 
+def models_for_scene(path: str | Path) -> list[tuple[str, tuple[str, ...]]]:
+    """``(name, bands)`` of the packaged bundles whose band roles the scene has, most bands first.
+
+    For the fix of a band-mapping error: a scene without SWIR gets pointed to the RGB bundle.
+    """
+    try:
+        roles = open_scene(path, allow_ungeoreferenced=True).roles
+    except EosegError:
+        return []
+    fitting = []
+    for name in packaged_bundles():
+        try:
+            bands = read_card(resolve_bundle(name) / CARD_FILE).bands
+            map_bands(roles, bands, Path(path))
+        except EosegError:  # an unreadable card, or bands the scene lacks
+            continue
+        fitting.append((name, bands))
+    return sorted(fitting, key=lambda nb: (-len(nb[1]), nb[0] != DEFAULT_MODEL, nb[0]))
+
+
 def input_tags(scene: Scene, standardization: Standardization) -> dict[str, str]:
     """Raster tags recording what the model read: the band mapping, standardization and reflectance scaling."""
     tags = {"eoseg_bands": json.dumps(scene.band_mapping), "eoseg_standardization": standardization.mode}
@@ -413,7 +441,7 @@ def _optional_probs_sink(path: Path | None, k: int, common: dict):
     return RasterSink(path, count=k, dtype="uint8", nodata=None, kind="probs", **common)
 
 
-def predict_scene(scene: str | Path, model: str | Path | ModelBundle | Sequence = "resunet",
+def predict_scene(scene: str | Path, model: str | Path | ModelBundle | Sequence = DEFAULT_MODEL,
                   out_dir: str | Path = ".", *, progress: bool | None = None, **settings) -> SceneResult:
     """Segment one scene and write its outputs into ``out_dir``; ``settings`` are :class:`PredictSettings`."""
     return Predictor(model, PredictSettings(**settings)).predict(scene, out_dir, progress=progress)

@@ -367,6 +367,7 @@ def _write_bundle(model, cfg, manifest, roles, template, val_metrics, history, s
         tile_size=cfg.bundle.tile_size or manifest.tile_size,
         overlap=cfg.bundle.overlap if cfg.bundle.overlap is not None else max(0, (cfg.bundle.tile_size
                                                                                  or manifest.tile_size) // 8),
+        resolution_m=cfg.bundle.resolution_m,
         training={
             "config": dump_config(cfg), "dataset": str(manifest.path),
             "splits": {k: v["tiles"] for k, v in manifest.data["split"]["counts"].items()},

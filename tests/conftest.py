@@ -61,8 +61,11 @@ def pytest_collection_modifyitems(config, items):
 
 
 def make_bundle(directory: Path, bands=("blue", "green", "red", "nir"), tile_size=128, overlap=32, filters=4,
-                seed=0, mode="scene", mean=None, std=None) -> Path:
-    """A Res-UNet bundle with random (seeded) weights: enough to exercise every path of predict."""
+                seed=0, mode="scene", mean=None, std=None, **card_fields) -> Path:
+    """A Res-UNet bundle with random (seeded) weights: enough to exercise every path of predict.
+
+    ``card_fields`` are further ModelCard fields (name, metrics, resolution_m, ...).
+    """
     import torch
 
     from eoseg.bundle import ModelCard, save_bundle
@@ -71,9 +74,10 @@ def make_bundle(directory: Path, bands=("blue", "green", "red", "nir"), tile_siz
     torch.manual_seed(seed)
     params = {"filters": filters}
     model = build_model("resunet", in_channels=len(bands), num_classes=4, **params)
-    card = ModelCard(name=f"random-resunet-{seed}", arch="resunet", bands=tuple(bands), arch_params=params,
+    card_fields.setdefault("name", f"random-resunet-{seed}")
+    card = ModelCard(arch="resunet", bands=tuple(bands), arch_params=params,
                      standardization={"mode": mode, "mean": mean, "std": std}, tile_size=tile_size,
-                     overlap=overlap, description="random weights for tests")
+                     overlap=overlap, **{"description": "random weights for tests", **card_fields})
     save_bundle(model.eval(), card, directory)
     return directory
 
@@ -92,3 +96,24 @@ def random_rgb_bundle(tmp_path_factory) -> Path:
 def bundle_factory():
     """``make_bundle(directory, **options)``: random-weight bundles with chosen bands, tiles and seeds."""
     return make_bundle
+
+
+FIVE_BANDS = ("blue", "green", "red", "nir", "swir1")
+
+
+@pytest.fixture(scope="session")
+def packaged_pair(tmp_path_factory) -> Path:
+    """A stand-in for eoseg/weights: ``resunet`` (five reflectance bands) and ``resunet-rgb`` (RGB, stretch).
+
+    Monkeypatch ``eoseg.bundle.weights_dir`` to return it.
+    """
+    root = tmp_path_factory.mktemp("weights")
+    make_bundle(root / "resunet", bands=FIVE_BANDS, mode="reflectance", mean=(0.1,) * 5, std=(0.1,) * 5,
+                name="resunet", resolution_m=(10, 30),
+                metrics={"validation": {"mean_iou": 0.81},
+                         "held_out_sites": {"dense": {"coastal sites": {"miou": 0.78}, "virginia": {"miou": 0.7}},
+                                            "strokes": {"coastal sites": {"miou": 0.9}},
+                                            "peers_miou": {"coastsat": {"dense": 0.7, "strokes": 0.8}}}})
+    make_bundle(root / "resunet-rgb", bands=("red", "green", "blue"), mode="stretch", mean=(0.3,) * 3,
+                std=(0.25,) * 3, name="resunet-rgb", resolution_m=(10, 10), metrics={"test": {"mean_iou": 0.74}})
+    return root

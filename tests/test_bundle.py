@@ -50,6 +50,19 @@ def test_card_round_trip_and_defaults() -> None:
     assert ModelCard.from_dict(json.loads(json.dumps(card.to_dict()))) == card
 
 
+def test_card_resolution_is_optional_and_checked() -> None:
+    card = _card(resolution_m=[10, 30])
+    assert card.resolution_m == (10.0, 30.0)
+    data = json.loads(json.dumps(card.to_dict()))
+    assert data["resolution_m"] == [10.0, 30.0] and ModelCard.from_dict(data) == card
+    old = _card().to_dict()
+    del old["resolution_m"]  # cards written before the key existed
+    assert ModelCard.from_dict(old).resolution_m is None
+    for bad in ([30, 10], [10], [0, 10], "10-30", [10, True]):
+        with pytest.raises(BundleError, match="'resolution_m' should be"):
+            ModelCard.from_dict(old | {"resolution_m": bad}, source="card.json")
+
+
 def test_card_unknown_keys_warn_missing_keys_raise(caplog) -> None:
     data = _card().to_dict() | {"colour_ramp": "viridis"}
     with caplog.at_level("WARNING", logger="eoseg.bundle"):
@@ -225,8 +238,8 @@ def test_models_command_lists_architectures_and_bundles(tmp_path, monkeypatch) -
     result = CliRunner().invoke(main, ["models"])
     assert result.exit_code == 0, result.output
     assert "resunet" in result.output and "deeplabv3plus" in result.output
-    assert "coastal-rgb" in result.output and "bands=red,green,blue" in result.output
-    assert "mIoU=0.500" in result.output
+    assert "coastal-rgb  resunet on 3 bands: red, green, blue" in result.output
+    assert "mIoU: reported 0.500" in result.output
     data = json.loads(CliRunner().invoke(main, ["models", "--json"]).output)
     assert data["bundles"][0]["tile_size"] == 512
 

@@ -55,6 +55,18 @@ def test_overrides(tmp_path):
         parse_overrides(["epochs"])
 
 
+def test_bundle_resolution_range(tmp_path):
+    path = write(tmp_path, {"data": "d"})
+    assert load_config(TrainConfig, path).bundle.resolution_m is None
+    cfg = load_config(TrainConfig, path, ["bundle.resolution_m=[10, 30]"])
+    assert cfg.bundle.resolution_m == (10.0, 30.0) and dump_config(cfg)["bundle"]["resolution_m"] == [10.0, 30.0]
+    with pytest.raises(ConfigError, match=r"bundle.resolution_m: .*30 is coarser than 10"):
+        load_config(TrainConfig, path, ["bundle.resolution_m=[30, 10]"])
+    for bad in ("[0, 30]", "[10]", "10"):
+        with pytest.raises(ConfigError, match="bundle.resolution_m"):
+            load_config(TrainConfig, path, [f"bundle.resolution_m={bad}"])
+
+
 def test_dump_is_yaml_safe_and_round_trips(tmp_path):
     cfg = load_config(TrainConfig, "configs/resunet-gym.yaml")
     text = yaml.safe_dump(dump_config(cfg))

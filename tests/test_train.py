@@ -157,8 +157,9 @@ def test_reflectance_model_from_a_scene_source_records_its_bands(tmp_path):
         t["split"] = "validation"
     (dataset.path / "manifest.json").write_text(json.dumps(dataset.data))
     result = train(train_config(dataset.path, tmp_path / "run", epochs=1, standardization="reflectance",
-                                bands=["red", "swir1"]))
+                                bands=["red", "swir1"], bundle={"resolution_m": [10, 30]}))
     card = json.loads((result.bundle / "card.json").read_text())
+    assert card["resolution_m"] == [10.0, 30.0]
     refl = dataset.scenes["virginia"]["stats"]["reflectance"]
     assert card["standardization"]["mode"] == "reflectance"
     assert card["standardization"]["mean"] == pytest.approx([refl["mean"][2], refl["mean"][4]])

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from eoseg.bundle import DEFAULT_MODEL
+
 
 def _parse_bands(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, ...] | None:
     if value is None:
@@ -47,7 +49,7 @@ def _compose(*decorators):
 
 
 model_opt = click.option(
-    "-m", "--model", "models", multiple=True, default=("resunet",), show_default=True,
+    "-m", "--model", "models", multiple=True, default=(DEFAULT_MODEL,), show_default=True,
     help="Packaged bundle name or bundle path; repeat to ensemble (probabilities are averaged).",
 )
 

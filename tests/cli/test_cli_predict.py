@@ -144,3 +144,33 @@ def test_scale_option_for_reflectance_models(collar_scene, bundle_factory, tmp_p
              "--scale", "2e-5", "--offset", "-0.1")
     assert ok.exit_code == 0, ok.output
     assert "reflectance ×2e-05 +-0.1 (user)" in ok.output and "red=3:B4" in ok.output
+
+
+def test_scene_without_swir_names_the_rgb_model(collar_scene, packaged_pair, tmp_path, monkeypatch):
+    """`--model resunet` on Landsat B2 B3 B4: the one-line error names the packaged model that fits."""
+    import eoseg.bundle
+
+    monkeypatch.setattr(eoseg.bundle, "weights_dir", lambda: packaged_pair)
+    refused = run("predict", collar_scene, "--model", "resunet", "--out", tmp_path / "a", "--precision", "fp32")
+    assert refused.exit_code == 1
+    one_line_error(refused, str(collar_scene), "cannot find band(s) nir, swir1",
+                   "use --model resunet-rgb (red, green, blue) or pass --bands with 5 1-based indexes")
+    assert not (tmp_path / "a").exists()
+    ok = run("predict", collar_scene, "--model", "resunet-rgb", "--out", tmp_path / "b", "--precision", "fp32", "-q")
+    assert ok.exit_code == 0, ok.output
+
+
+def test_no_hint_when_no_packaged_model_fits_or_bands_are_given(collar_scene, packaged_pair, bundle_factory,
+                                                                tmp_path, monkeypatch):
+    import eoseg.bundle
+
+    only_five = tmp_path / "weights"
+    shutil.copytree(packaged_pair / "resunet", only_five / "resunet")
+    monkeypatch.setattr(eoseg.bundle, "weights_dir", lambda: only_five)
+    refused = run("predict", collar_scene, "--model", "resunet", "--out", tmp_path / "a")
+    line = one_line_error(refused, "cannot find band(s) nir, swir1", "pass --bands")
+    assert "--model" not in line
+    monkeypatch.setattr(eoseg.bundle, "weights_dir", lambda: packaged_pair)
+    wrong_count = run("predict", collar_scene, "--model", "resunet", "--bands", "1,2,3", "--out", tmp_path / "a")
+    line = one_line_error(wrong_count, "--bands gives 3 band(s) but the model takes 5")
+    assert "resunet-rgb" not in line
