@@ -244,7 +244,6 @@ def test_scale_and_offset_override_and_unknown_units(collar_scene, bundle_factor
                   PredictSettings(precision="fp32", scale=1e-4))
 
 
-<<<<<<< HEAD
 class _OverflowsInHalf(torch.nn.Module):
     """A per-pixel model whose logits are NaN / infinite whenever it runs in reduced precision (as fp16 does
     when activations pass 65504)."""
@@ -337,7 +336,8 @@ def test_d4_tta_undoes_each_transform_exactly():
     assert len({g.tobytes() for g in inverses}) == 8  # eight distinct symmetries of an asymmetric bias
     expected = np.mean([_np_softmax(logits + g) for g in inverses], axis=0)
     np.testing.assert_allclose(Forward([Biased()], cpu, tta="d4")(x), expected, atol=1e-5)
-=======
+
+
 def test_models_for_scene_lists_packaged_bundles_whose_bands_the_scene_has(
         s2_scene, klamath_scene, collar_scene, packaged_pair, tmp_path, monkeypatch):
     import eoseg.bundle
@@ -352,4 +352,3 @@ def test_models_for_scene_lists_packaged_bundles_whose_bands_the_scene_has(
     (packaged_pair.parent / "unused").mkdir(exist_ok=True)
     monkeypatch.setattr(eoseg.bundle, "weights_dir", lambda: packaged_pair.parent / "unused")
     assert models_for_scene(s2_scene) == []
->>>>>>> h6
