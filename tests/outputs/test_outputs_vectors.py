@@ -18,6 +18,7 @@ from rasterio.warp import Resampling, calculate_default_transform, reproject
 from eoseg.classes import COASTAL
 from eoseg.errors import OutputError
 from eoseg.outputs import vectors
+from eoseg.outputs.regions import regions_of, to_crs
 from eoseg.outputs.vectors import measure, polygonize, read_styles, write_polygons
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -265,9 +266,8 @@ def test_band_by_band_polygons_equal_whole_raster_polygons(scene, request):
     classes, transform, _ = request.getfixturevalue(scene)
 
     def regions(band_rows):
-        rows = vectors._array_rows(classes)
-        parts = list(vectors._region_chunks(rows, classes.shape[0], transform, COASTAL.nodata, band_rows=band_rows))
-        return np.concatenate([g for g, _ in parts]), np.concatenate([v for _, v in parts])
+        geoms, values = regions_of(classes, COASTAL.nodata, band_rows=band_rows)
+        return to_crs(geoms, transform), values
 
     whole_g, whole_v = regions(classes.shape[0])
     band_g, band_v = regions(37)
