@@ -14,15 +14,18 @@ scene:
   and whatever no longer touches an open edge is handed out. The merged regions are the regions of a
   whole-raster ``rasterio.features.shapes`` (same pixels, same areas; the tests check it).
 - With ``min_pixels`` > 1 each band is sieved (``rasterio.features.sieve``, the valid pixels as mask) on a
-  window reaching ``halo`` rows beyond it on both sides, and only the band's own rows are kept. A region
-  smaller than ``min_pixels`` spans fewer than ``min_pixels`` rows, so with ``halo = min_pixels - 1`` every
-  region that crosses the band is judged small or large exactly as on the whole raster (a large region
-  leaving the window still shows at least ``halo + 1`` pixels inside it). What can differ from a
-  whole-raster sieve is *which* neighbour a small region joins when its two largest neighbours both reach
-  beyond the window (GDAL picks the largest, and the window sees only part of each): the class given to a
-  few small regions near band edges, never whether they are removed. The halo is capped at ``MAX_HALO``
-  rows to keep memory bounded; beyond ``MAX_HALO + 1`` pixels a region taller than the halo but thinner
-  than ``min_pixels`` pixels could be judged large (rare: a one-pixel-wide line over 1000 rows tall).
+  window reaching ``halo = min_pixels`` rows beyond it on both sides, and only the band's own rows are kept.
+  A region smaller than ``min_pixels`` spans fewer than ``min_pixels`` rows, and a region that leaves the
+  window shows at least ``halo`` pixels inside it even when it starts one row outside the band, so every
+  region crossing the band, and every neighbour of one, is judged small or large exactly as on the whole
+  raster (the tests check that no pixel of a large region changes and that no small region survives).
+  What can differ from a whole-raster sieve is *which* neighbour a small region joins when its two
+  largest neighbours both reach beyond the window (GDAL picks the largest, and the window sees only part
+  of each), or when small regions chain into each other across more than the halo: the class given to a
+  few small regions near band edges, never whether they are removed. (Sieving each band alone would be
+  wrong in kind: a large region cut by a band edge would look small and be sieved away.) The halo is
+  capped at ``MAX_HALO`` rows to keep memory bounded; above that many pixels, a region taller than the
+  halo but of fewer than ``min_pixels`` pixels could be judged large (a thin line over 1000 rows tall).
 """
 
 from __future__ import annotations
@@ -164,13 +167,14 @@ class StripRegions:
         self.height, self.width, self.nodata = int(height), int(width), int(nodata)
         self.min_pixels = int(min_pixels)
         self.band_rows = max(1, int(band_rows))
-        self.halo = min(self.min_pixels - 1, max_halo) if self.min_pixels > 1 else 0
+        self.halo = min(self.min_pixels, max_halo) if self.min_pixels > 1 else 0
         self.chunk = chunk
         self._buffer = np.empty((0, self.width), np.uint8)
         self._buffer_start = 0  # raster row of self._buffer[0]
         self._received = 0
         self._next_row = 0  # first row of the next band to polygonize
         self._open: Regions = _empty()  # pieces touching the lower edge of the last band
+        self._pending: np.ndarray | None = None  # a sieved band waiting for the next one (see _sieved_band)
 
     def push(self, rows: np.ndarray) -> list[Regions]:
         """Add the next ``rows`` (h, width); returns the regions completed by them."""
@@ -205,18 +209,53 @@ class StripRegions:
         r1 = min(self.height, r0 + self.band_rows)
         lo, hi = max(0, r0 - self.halo), min(self.height, r1 + self.halo)
         window = self._buffer[lo - self._buffer_start:hi - self._buffer_start]
-        if self.min_pixels > 1:
-            window = sieve_rows(np.array(window), self.min_pixels, self.nodata)
-        band = window[r0 - lo:r1 - lo]
+        self._next_row = r1
+        if self.min_pixels <= 1:
+            done = self._polygonize(window, r0, r1)
+        else:
+            band = sieve_rows(np.array(window), self.min_pixels, self.nodata)[r0 - lo:r1 - lo].copy()
+            done = self._sieved_band(band, r0, r1)
+        keep_from = max(0, r1 - self.halo)
+        self._buffer = self._buffer[keep_from - self._buffer_start:].copy()
+        self._buffer_start = keep_from
+        return done
+
+    def _sieved_band(self, band: np.ndarray, r0: int, r1: int) -> list[Regions]:
+        """Sieved bands are polygonized one band late: the seam with the next band is sieved once more first."""
+        done: list[Regions] = []
+        if self._pending is not None:
+            self._sieve_seam(self._pending, band)
+            done = self._polygonize(self._pending, r0 - self._pending.shape[0], r0)
+        self._pending = band
+        if r1 == self.height:
+            done += self._polygonize(band, r0, r1)
+            self._pending = None
+        return done
+
+    def _sieve_seam(self, upper: np.ndarray, lower: np.ndarray) -> None:
+        """Sieve the rows around the edge between two sieved bands (in place).
+
+        Each band's sieve decides where the small regions of its halo go on its own, so the two bands can
+        disagree near their common edge and leave a small remnant across it. A second sieve of the final
+        rows ``halo + 1`` beyond ``halo`` rows on each side of the edge removes such remnants; only the
+        ``halo`` rows next to the edge are taken from it (there, every region is judged as on the whole raster).
+        """
+        if self.halo == 0:
+            return
+        reach = 2 * self.halo + 1
+        above, below = upper[-reach:], lower[:reach]
+        sieved = sieve_rows(np.concatenate([above, below]), self.min_pixels, self.nodata)
+        n, h = above.shape[0], min(self.halo, above.shape[0])
+        upper[-h:] = sieved[n - h:n]
+        lower[:self.halo] = sieved[n:n + self.halo]
+
+    def _polygonize(self, band: np.ndarray, r0: int, r1: int) -> list[Regions]:
+        """Polygonize the band's final rows; hand out what is complete, hold what touches its lower edge."""
         done, top, bottom = self._split(band, r0, r1)
         merged = merge_edge_pieces(*_concat([self._open, top]))
         still_open = _touches(merged[0], r1, self.height)
         done.append((merged[0][~still_open], merged[1][~still_open]))
         self._open = _concat([(merged[0][still_open], merged[1][still_open]), bottom])
-        self._next_row = r1
-        keep_from = max(0, r1 - self.halo)
-        self._buffer = self._buffer[keep_from - self._buffer_start:].copy()
-        self._buffer_start = keep_from
         return [d for d in done if len(d[0])]
 
     def _split(self, band: np.ndarray, r0: int, r1: int) -> tuple[list[Regions], Regions, Regions]:
