@@ -8,7 +8,7 @@ from rasterio.windows import Window
 
 from eoseg.bundle import load_bundle
 from eoseg.classes import NODATA_CLASS
-from eoseg.errors import OutputExistsError
+from eoseg.errors import OutputError, OutputExistsError
 from eoseg.grid import TileGrid
 from eoseg.outputs.cog import validate_cog
 from eoseg.predict import Forward, Predictor, PredictSettings, predict_scene
@@ -91,6 +91,59 @@ def test_existing_outputs_are_refused_and_untouched(s2_scene, random_bundle, tmp
     assert before == {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in first.outputs.values()}
     again = predict_scene(s2_scene, random_bundle, tmp_path, precision="fp32", overwrite=True)
     assert again.outputs["classes"].stat().st_mtime_ns > before[first.outputs["classes"]][0]
+
+
+def _fail_polygons(monkeypatch):
+    from eoseg.outputs import vectors
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(vectors, "_write_style", disk_full)
+
+
+def _fail_stac(monkeypatch):
+    import contextlib
+
+    from eoseg.outputs import stac
+
+    real = stac.atomic_write
+
+    @contextlib.contextmanager
+    def full_at_rename(final):
+        with real(final) as tmp:
+            yield tmp
+            raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(stac, "atomic_write", full_at_rename)
+
+
+@pytest.mark.parametrize("fail", [_fail_polygons, _fail_stac], ids=["polygons", "stac"])
+def test_a_failing_late_output_removes_the_scenes_outputs(s2_scene, random_bundle, tmp_path, monkeypatch, fail):
+    """Polygons or the STAC item fail after the class COG is written: nothing of the attempt stays, the error is
+    one line, other files stay, and a rerun succeeds without --overwrite."""
+    (tmp_path / "notes.txt").write_text("not eoseg's")
+    predictor = Predictor(random_bundle, PredictSettings(precision="fp32", probabilities=True, min_area=500))
+    with monkeypatch.context() as patch:
+        fail(patch)
+        with pytest.raises(OutputError, match="No space left") as info:
+            predictor.predict(s2_scene, tmp_path, progress=False)
+    assert "\n" not in str(info.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]  # no COG, sidecar, style, temporaries
+    result = predictor.predict(s2_scene, tmp_path, progress=False)
+    assert all(p.exists() for p in result.outputs.values()) and "probabilities" in result.outputs
+
+
+def test_a_failed_overwrite_keeps_outputs_it_did_not_replace(s2_scene, random_bundle, tmp_path, monkeypatch):
+    first = predict_scene(s2_scene, random_bundle, tmp_path, precision="fp32")
+    stac_before = first.outputs["stac"].read_bytes()
+    predictor = Predictor(random_bundle, PredictSettings(precision="fp32", overwrite=True))
+    with monkeypatch.context() as patch:
+        _fail_stac(patch)
+        with pytest.raises(OutputError):
+            predictor.predict(s2_scene, tmp_path, progress=False)
+    assert not first.outputs["classes"].exists()  # replaced by the failed attempt, so removed
+    assert first.outputs["stac"].read_bytes() == stac_before  # never replaced: left alone
 
 
 def test_tta_and_ensemble_average_probabilities(s2_scene, random_bundle, bundle_factory, tmp_path):

@@ -132,3 +132,20 @@ def test_tile_command_writes_tiles_labels_and_index(s2_scene, tmp_path):
     refuse = run("tile", s2_scene, "--size", "128", "--out", tmp_path / "t")
     assert refuse.exit_code == 1
     shutil.rmtree(tmp_path / "t")
+
+
+def test_failing_stac_item_is_one_line_and_leaves_no_outputs(s2_scene, random_bundle, tmp_path, monkeypatch):
+    import contextlib
+
+    from eoseg.outputs import stac
+
+    @contextlib.contextmanager
+    def read_only(final):
+        raise PermissionError(13, "Permission denied")
+        yield  # pragma: no cover
+
+    monkeypatch.setattr(stac, "atomic_write", read_only)
+    result = run("predict", s2_scene, "--model", random_bundle, "--out", tmp_path, "-q")
+    assert result.exit_code == 1
+    one_line_error(result, "STAC item", "Permission denied")
+    assert list(tmp_path.iterdir()) == []
