@@ -134,6 +134,24 @@ def test_a_failing_late_output_removes_the_scenes_outputs(s2_scene, random_bundl
     assert all(p.exists() for p in result.outputs.values()) and "probabilities" in result.outputs
 
 
+def test_a_read_error_during_prediction_keeps_its_own_message(s2_scene, random_bundle, tmp_path):
+    """An error while tiles are predicted reaches the caller unchanged (not as a polygon or COG error)."""
+    predictor = Predictor(random_bundle, PredictSettings(precision="fp32", tile_size=64, overlap=16))
+    real, calls = predictor.forward, []
+
+    def failing(batch):
+        calls.append(1)
+        if len(calls) == 3:
+            raise rasterio.errors.RasterioIOError("read failed in the middle of the scene")
+        return real(batch)
+
+    predictor.forward = failing
+    with pytest.raises(rasterio.errors.RasterioIOError, match="middle of the scene") as info:
+        predictor.predict(s2_scene, tmp_path, progress=False)
+    assert not isinstance(info.value, OutputError)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_failed_overwrite_keeps_outputs_it_did_not_replace(s2_scene, random_bundle, tmp_path, monkeypatch):
     first = predict_scene(s2_scene, random_bundle, tmp_path, precision="fp32")
     stac_before = first.outputs["stac"].read_bytes()

@@ -39,7 +39,7 @@ from rasterio.crs import CRS
 from rasterio.windows import Window
 
 from eoseg.classes import ClassScheme
-from eoseg.errors import OutputError
+from eoseg.errors import EosegError, OutputError
 from eoseg.outputs.atomic import atomic_write
 from eoseg.outputs.qgis import vector_qml
 from eoseg.outputs.regions import BAND_ROWS, CHUNK_POLYGONS, StripRegions, regions_of, sieve_rows, to_crs
@@ -201,22 +201,26 @@ class PolygonWriter:
 
     def __enter__(self) -> PolygonWriter:
         self._stack = contextlib.ExitStack()
-        self._tmp = self._stack.enter_context(_geopackage(self.path))
+        with _geopackage_errors(self.path):
+            self._tmp = self._stack.enter_context(atomic_write(self.path))
         return self
 
     def write_rows(self, rows: np.ndarray) -> None:
         """The next rows of the class raster (h, width) uint8."""
-        self._write(self.regions.push(rows))
+        with _geopackage_errors(self.path):
+            self._write(self.regions.push(rows))
 
     def __exit__(self, exc_type, exc, tb) -> bool:
-        if exc_type is None:
-            try:
+        if exc_type is not None:  # the caller's error (or one write_rows raised): remove the temporary, keep it
+            return bool(self._stack.__exit__(exc_type, exc, tb))
+        try:
+            with _geopackage_errors(self.path):
                 self._finish()
-            except BaseException as err:
-                if not self._stack.__exit__(type(err), err, err.__traceback__):
-                    raise
-                return False
-        return bool(self._stack.__exit__(exc_type, exc, tb))
+                self._stack.close()  # renames the GeoPackage into place
+        except BaseException as err:
+            self._stack.__exit__(type(err), err, err.__traceback__)  # a no-op once closed
+            raise
+        return False
 
     def _finish(self) -> None:
         self._write(self.regions.finish())
@@ -316,16 +320,22 @@ def write_polygons(gdf: gpd.GeoDataFrame, path: Path, scheme: ClassScheme, layer
 
 
 @contextlib.contextmanager
-def _geopackage(path: Path) -> Iterator[Path]:
-    """A temporary GeoPackage renamed to ``path`` when complete; write failures become one OutputError."""
+def _geopackage_errors(path: Path) -> Iterator[None]:
+    """GeoPackage write failures become one OutputError (eoseg's own errors pass unchanged)."""
     try:
-        with atomic_write(path) as tmp:
-            yield tmp
+        yield
     except (OSError, sqlite3.Error, DataSourceError, DataLayerError) as exc:
-        if isinstance(exc, OutputError):
+        if isinstance(exc, EosegError):
             raise
         raise OutputError(f"cannot write the polygon GeoPackage ({exc})", path=path,
                           fix="check free disk space and that the directory is writable") from exc
+
+
+@contextlib.contextmanager
+def _geopackage(path: Path) -> Iterator[Path]:
+    """A temporary GeoPackage renamed to ``path`` when complete; write failures become one OutputError."""
+    with _geopackage_errors(path), atomic_write(path) as tmp:
+        yield tmp
 
 
 def read_styles(path: Path) -> list[dict]:
