@@ -152,6 +152,24 @@ def test_a_read_error_during_prediction_keeps_its_own_message(s2_scene, random_b
     assert list(tmp_path.iterdir()) == []
 
 
+def test_polygons_streamed_from_the_rows_match_the_class_cog(s2_scene, random_bundle, tmp_path):
+    """Polygons built from the predict loop's finished rows are the regions of the written class COG."""
+    import geopandas as gpd
+    import shapely
+    from rasterio.features import shapes
+
+    result = predict_scene(s2_scene, random_bundle, tmp_path, precision="fp32", tile_size=64, overlap=16)
+    got = gpd.read_file(result.outputs["polygons"])
+    with rasterio.open(result.outputs["classes"]) as ds:
+        classes, transform = ds.read(1), ds.transform
+    ref = [(shapely.geometry.shape(g), int(v)) for g, v in shapes(classes, mask=classes != NODATA_CLASS,
+                                                                  transform=transform, connectivity=4)]
+    assert len(got) == len(ref) > 10
+    for value in {v for _, v in ref}:
+        ref_area = sum(g.area for g, v in ref if v == value)
+        assert shapely.area(got.geometry[got["class_id"] == value].values).sum() == pytest.approx(ref_area, rel=1e-9)
+
+
 def test_a_failed_overwrite_keeps_outputs_it_did_not_replace(s2_scene, random_bundle, tmp_path, monkeypatch):
     first = predict_scene(s2_scene, random_bundle, tmp_path, precision="fp32")
     stac_before = first.outputs["stac"].read_bytes()

@@ -5,9 +5,11 @@ the predict loop, or strips read from a file), and hands back the regions (4-con
 soon as they are complete. Memory follows one band of rows and the regions cut by its lower edge, not the
 scene:
 
-- Rows are polygonized ``band_rows`` at a time (GDAL's polygonizer keeps every polygon of its input in
-  memory before handing out the first). Polygons are built in *pixel coordinates* (column, row), so the
-  parts of a region cut at a band edge share that edge exactly, whatever the geotransform (rotated grids
+- Rows are polygonized a band at a time (GDAL's polygonizer keeps every polygon of its input in memory
+  before handing out the first, and its sieve and polygonizer hold an int32 id per pixel). A band holds
+  about ``BAND_PIXELS`` pixels (:func:`band_rows_for`), so a wider scene gets shorter bands, not bigger
+  ones. Polygons are built in *pixel coordinates* (column, row), so the parts of a region cut at a band
+  edge share that edge exactly, whatever the geotransform (rotated grids
   and geographic CRSs alike); callers map them to the CRS with :func:`to_crs`.
 - A region touching a band's lower edge is held; once the next band is polygonized, only the held pieces
   and the new pieces touching that edge are looked at: pieces of one class that share the edge are united,
@@ -38,7 +40,14 @@ from affine import Affine
 from rasterio.features import shapes, sieve
 
 CONNECTIVITY = 4
-BAND_ROWS = 1024
+BAND_PIXELS = 1 << 22  # ~4 Mpx per band: 4 MiB of classes, ~16 MiB of GDAL's int32 ids
+MIN_BAND_ROWS = 64
+
+
+def band_rows_for(width: int) -> int:
+    """Rows per band for a raster ``width`` pixels wide (about ``BAND_PIXELS`` pixels, at least ``MIN_BAND_ROWS``)."""
+    return max(MIN_BAND_ROWS, BAND_PIXELS // max(1, int(width)))
+
 MAX_HALO = 1024
 CHUNK_POLYGONS = 50_000
 
@@ -162,12 +171,13 @@ class StripRegions:
     ...     ...
     """
 
-    def __init__(self, height: int, width: int, nodata: int, *, min_pixels: int = 0, band_rows: int = BAND_ROWS,
+    def __init__(self, height: int, width: int, nodata: int, *, min_pixels: int = 0, band_rows: int | None = None,
                  max_halo: int = MAX_HALO, chunk: int = CHUNK_POLYGONS):
         self.height, self.width, self.nodata = int(height), int(width), int(nodata)
         self.min_pixels = int(min_pixels)
-        self.band_rows = max(1, int(band_rows))
         self.halo = min(self.min_pixels, max_halo) if self.min_pixels > 1 else 0
+        rows = band_rows_for(self.width) if band_rows is None else int(band_rows)
+        self.band_rows = max(1, rows, 2 * self.halo + 1)  # a seam sieve's window stays in one band
         self.chunk = chunk
         self._buffer = np.empty((0, self.width), np.uint8)
         self._buffer_start = 0  # raster row of self._buffer[0]
@@ -281,7 +291,7 @@ def _touches(geoms: np.ndarray, row: int, height: int, bounds: np.ndarray | None
     return bounds[:, 3] == row
 
 
-def regions_of(classes: np.ndarray, nodata: int, *, min_pixels: int = 0, band_rows: int = BAND_ROWS) -> Regions:
+def regions_of(classes: np.ndarray, nodata: int, *, min_pixels: int = 0, band_rows: int | None = None) -> Regions:
     """All regions of an in-memory class raster, in pixel coordinates (streamed band by band)."""
     stream = StripRegions(*classes.shape, nodata, min_pixels=min_pixels, band_rows=band_rows)
     return _concat([*stream.push(classes), *stream.finish()])

@@ -42,7 +42,7 @@ from eoseg.classes import ClassScheme
 from eoseg.errors import EosegError, OutputError
 from eoseg.outputs.atomic import atomic_write
 from eoseg.outputs.qgis import vector_qml
-from eoseg.outputs.regions import BAND_ROWS, CHUNK_POLYGONS, StripRegions, regions_of, sieve_rows, to_crs
+from eoseg.outputs.regions import CHUNK_POLYGONS, StripRegions, band_rows_for, regions_of, sieve_rows, to_crs
 
 COLUMNS = ["class_id", "class_name", "area_m2", "perimeter_m"]
 STYLES_TABLE = "layer_styles"
@@ -188,7 +188,7 @@ class PolygonWriter:
 
     def __init__(self, path: Path, shape: tuple[int, int], transform: Affine, crs: CRS | None,
                  scheme: ClassScheme, *, min_area_m2: float = 0, simplify: float = 0, layer: str | None = None,
-                 chunk: int = CHUNK_POLYGONS, band_rows: int = BAND_ROWS):
+                 chunk: int = CHUNK_POLYGONS, band_rows: int | None = None):
         self.path = Path(path)
         self.layer = layer or default_layer_name(self.path)
         self.transform, self.crs, self.scheme, self.simplify, self.chunk = transform, crs, scheme, simplify, chunk
@@ -241,12 +241,11 @@ class PolygonWriter:
 def write_polygons_streamed(classes: np.ndarray | Path, transform: Affine, crs: CRS | None, path: Path,
                             scheme: ClassScheme, *, min_area_m2: float = 0, simplify: float = 0,
                             layer: str | None = None, chunk: int = CHUNK_POLYGONS,
-                            band_rows: int = BAND_ROWS) -> Path:
-    """:class:`PolygonWriter` fed from an array or from the path of a class raster (read ``band_rows`` at a time)."""
-    if isinstance(classes, np.ndarray):
-        blocks, shape = _array_blocks(classes, band_rows), classes.shape
-    else:
-        blocks, shape = _file_blocks(Path(classes), band_rows), _shape(Path(classes))
+                            band_rows: int | None = None) -> Path:
+    """:class:`PolygonWriter` fed from an array or from the path of a class raster (read a band at a time)."""
+    shape = classes.shape if isinstance(classes, np.ndarray) else _shape(Path(classes))
+    rows = band_rows or band_rows_for(shape[1])
+    blocks = _array_blocks(classes, rows) if isinstance(classes, np.ndarray) else _file_blocks(Path(classes), rows)
     with PolygonWriter(path, shape, transform, crs, scheme, min_area_m2=min_area_m2, simplify=simplify,
                        layer=layer, chunk=chunk, band_rows=band_rows) as writer:
         for rows in blocks:
