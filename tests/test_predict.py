@@ -159,7 +159,7 @@ def test_polygons_streamed_from_the_rows_match_the_class_cog(s2_scene, random_bu
     from rasterio.features import shapes
 
     result = predict_scene(s2_scene, random_bundle, tmp_path, precision="fp32", tile_size=64, overlap=16)
-    got = gpd.read_file(result.outputs["polygons"])
+    got = gpd.read_file(result.outputs["polygons"], layer=s2_scene.stem)
     with rasterio.open(result.outputs["classes"]) as ds:
         classes, transform = ds.read(1), ds.transform
     ref = [(shapely.geometry.shape(g), int(v)) for g, v in shapes(classes, mask=classes != NODATA_CLASS,
