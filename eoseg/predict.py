@@ -28,10 +28,11 @@ from eoseg.device import DEVICES, PRECISIONS, autocast_dtype, resolve_device, re
 from eoseg.errors import BandMappingError, BundleError, ConfigError, EosegError, PredictionError
 from eoseg.grid import Tile, TileGrid, check_tile_size
 from eoseg.outputs import plan_outputs
+from eoseg.outputs.atomic import OutputPaths, all_or_nothing, aux_path
 from eoseg.outputs.cog import RasterSink
 from eoseg.outputs.qgis import raster_qml, write_qml
 from eoseg.outputs.stac import write_stac_item
-from eoseg.outputs.vectors import write_polygons_streamed
+from eoseg.outputs.vectors import PolygonWriter
 from eoseg.process import block_rows_cache_bytes, keep_freed_memory_mapped  # noqa: F401  (moved; old imports work)
 from eoseg.radiometry import Scaling, check_reflectance_range, scene_scaling
 from eoseg.scene import Scene, SceneReader, map_bands, open_scene, preflight
@@ -355,9 +356,10 @@ class Predictor:
         if scaling is not None:
             check_reflectance_range(scaling, stats.p98, scene.path)
         show = sys.stderr.isatty() if progress is None else progress
-        with tqdm(total=len(grid), unit="tile", desc=scene.path.name, disable=not show, leave=False) as bar:
+        with all_or_nothing(_attempt_files(paths)), tqdm(total=len(grid), unit="tile", desc=scene.path.name,
+                                                         disable=not show, leave=False) as bar:
             counts = self._write_rasters(scene, grid, standardization, paths, bar)
-        outputs = self._finish_outputs(scene, paths, scaling)
+            outputs = self._finish_outputs(scene, paths, scaling)
         return SceneResult(scene=scene.path, outputs=outputs, height=scene.height, width=scene.width,
                            tiles=counts.total, tiles_skipped=counts.skipped,
                            seconds=time.perf_counter() - start, device=str(self.device), precision=self.precision,
@@ -375,11 +377,14 @@ class Predictor:
         common = dict(width=scene.width, height=scene.height, crs=scene.crs, transform=scene.transform,
                       scheme=self.scheme, tags=input_tags(scene, standardization))
         with RasterSink(paths.classes, count=1, dtype="uint8", nodata=NODATA_CLASS, kind="classes",
-                        **common) as classes_sink, _optional_probs_sink(paths.probs, k, common) as probs_sink:
+                        **common) as classes_sink, _optional_probs_sink(paths.probs, k, common) as probs_sink, \
+                PolygonWriter(paths.polygons, scene.shape, scene.transform, scene.crs, self.scheme,
+                              min_area_m2=self.settings.min_area, simplify=self.settings.simplify) as polygons:
 
             def on_rows(row_off: int, classes: np.ndarray, probs: np.ndarray | None) -> None:
                 window = Window(0, row_off, scene.width, classes.shape[0])
                 classes_sink.write(classes[np.newaxis], window)
+                polygons.write_rows(classes)
                 if probs_sink is not None and probs is not None:
                     probs_sink.write(np.clip(np.rint(probs * 255), 0, 255).astype(np.uint8), window)
 
@@ -394,9 +399,7 @@ class Predictor:
         outputs["style"] = paths.qml
         if paths.probs is not None:
             outputs["probabilities"] = paths.probs
-        write_polygons_streamed(paths.classes, scene.transform, scene.crs, paths.polygons, self.scheme,
-                                min_area_m2=self.settings.min_area, simplify=self.settings.simplify)
-        outputs["polygons"] = paths.polygons
+        outputs["polygons"] = paths.polygons  # streamed from the finished rows by _write_rasters
         write_stac_item(paths.stac, scene_path=scene.path, item_id=scene.stem, outputs=dict(outputs),
                         crs=scene.crs, transform=scene.transform, shape=scene.shape, scheme=self.scheme,
                         properties={"eoseg:model": self.card.name, "eoseg:model_sha256": self.model_hash,
@@ -433,6 +436,11 @@ def input_tags(scene: Scene, standardization: Standardization) -> dict[str, str]
     if standardization.scaling is not None:
         tags["eoseg_scaling"] = json.dumps(standardization.scaling.to_dict())
     return tags
+
+
+def _attempt_files(paths: OutputPaths) -> list[Path]:
+    """Every final file one scene's attempt may write (the probabilities' sidecar too, when GDAL makes one)."""
+    return [*paths.files(), *([aux_path(paths.probs)] if paths.probs is not None else [])]
 
 
 def _optional_probs_sink(path: Path | None, k: int, common: dict):

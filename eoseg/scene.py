@@ -383,6 +383,20 @@ def read_window(scene: Scene, window: Window, pad: tuple[int, int] = (0, 0)) -> 
         return reader.read(window, pad)
 
 
+def _every_kth_valid(scene: Scene, k: int) -> np.ndarray:
+    """Every ``k``-th valid pixel in reading order (float64, (C, n)), read strip by strip: memory follows a
+    strip and the sample, not the scene."""
+    parts: list[np.ndarray] = []
+    seen = 0
+    with SceneReader(scene) as reader:
+        for window in reader.strips():
+            data, valid = reader.read(window)
+            values = data[:, valid]
+            parts.append(values[:, (-seen) % k::k].astype(np.float64))
+            seen += values.shape[1]
+    return np.concatenate(parts, axis=1)
+
+
 def preflight(scene: Scene, max_samples: int = 1_000_000) -> SceneStats:
     """Read every block of the mapped bands and return per-band statistics of the valid pixels.
 
@@ -406,9 +420,7 @@ def preflight(scene: Scene, max_samples: int = 1_000_000) -> SceneStats:
         )
     sample = np.concatenate(samples, axis=1).astype(np.float64)
     if sample.shape[1] == 0:  # valid pixels exist but all fell between sample points
-        with SceneReader(scene) as reader:
-            data, valid = reader.read(Window(0, 0, scene.width, scene.height))
-        sample = data[:, valid].astype(np.float64)
+        sample = _every_kth_valid(scene, k=math.ceil(valid_count / max_samples))
     p02, p98 = np.percentile(sample, [2, 98], axis=1)
     return SceneStats(
         mean=tuple(float(v) for v in sample.mean(axis=1)),

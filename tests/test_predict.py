@@ -8,7 +8,7 @@ from rasterio.windows import Window
 
 from eoseg.bundle import load_bundle
 from eoseg.classes import NODATA_CLASS
-from eoseg.errors import OutputExistsError, PredictionError
+from eoseg.errors import OutputError, OutputExistsError, PredictionError
 from eoseg.grid import TileGrid
 from eoseg.outputs.cog import validate_cog
 from eoseg.predict import Forward, Predictor, PredictSettings, predict_scene
@@ -91,6 +91,95 @@ def test_existing_outputs_are_refused_and_untouched(s2_scene, random_bundle, tmp
     assert before == {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in first.outputs.values()}
     again = predict_scene(s2_scene, random_bundle, tmp_path, precision="fp32", overwrite=True)
     assert again.outputs["classes"].stat().st_mtime_ns > before[first.outputs["classes"]][0]
+
+
+def _fail_polygons(monkeypatch):
+    from eoseg.outputs import vectors
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(vectors, "_write_style", disk_full)
+
+
+def _fail_stac(monkeypatch):
+    import contextlib
+
+    from eoseg.outputs import stac
+
+    real = stac.atomic_write
+
+    @contextlib.contextmanager
+    def full_at_rename(final):
+        with real(final) as tmp:
+            yield tmp
+            raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(stac, "atomic_write", full_at_rename)
+
+
+@pytest.mark.parametrize("fail", [_fail_polygons, _fail_stac], ids=["polygons", "stac"])
+def test_a_failing_late_output_removes_the_scenes_outputs(s2_scene, random_bundle, tmp_path, monkeypatch, fail):
+    """Polygons or the STAC item fail after the class COG is written: nothing of the attempt stays, the error is
+    one line, other files stay, and a rerun succeeds without --overwrite."""
+    (tmp_path / "notes.txt").write_text("not eoseg's")
+    predictor = Predictor(random_bundle, PredictSettings(precision="fp32", probabilities=True, min_area=500))
+    with monkeypatch.context() as patch:
+        fail(patch)
+        with pytest.raises(OutputError, match="No space left") as info:
+            predictor.predict(s2_scene, tmp_path, progress=False)
+    assert "\n" not in str(info.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]  # no COG, sidecar, style, temporaries
+    result = predictor.predict(s2_scene, tmp_path, progress=False)
+    assert all(p.exists() for p in result.outputs.values()) and "probabilities" in result.outputs
+
+
+def test_a_read_error_during_prediction_keeps_its_own_message(s2_scene, random_bundle, tmp_path):
+    """An error while tiles are predicted reaches the caller unchanged (not as a polygon or COG error)."""
+    predictor = Predictor(random_bundle, PredictSettings(precision="fp32", tile_size=64, overlap=16))
+    real, calls = predictor.forward, []
+
+    def failing(batch):
+        calls.append(1)
+        if len(calls) == 3:
+            raise rasterio.errors.RasterioIOError("read failed in the middle of the scene")
+        return real(batch)
+
+    predictor.forward = failing
+    with pytest.raises(rasterio.errors.RasterioIOError, match="middle of the scene") as info:
+        predictor.predict(s2_scene, tmp_path, progress=False)
+    assert not isinstance(info.value, OutputError)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_polygons_streamed_from_the_rows_match_the_class_cog(s2_scene, random_bundle, tmp_path):
+    """Polygons built from the predict loop's finished rows are the regions of the written class COG."""
+    import geopandas as gpd
+    import shapely
+    from rasterio.features import shapes
+
+    result = predict_scene(s2_scene, random_bundle, tmp_path, precision="fp32", tile_size=64, overlap=16)
+    got = gpd.read_file(result.outputs["polygons"], layer=s2_scene.stem)
+    with rasterio.open(result.outputs["classes"]) as ds:
+        classes, transform = ds.read(1), ds.transform
+    ref = [(shapely.geometry.shape(g), int(v)) for g, v in shapes(classes, mask=classes != NODATA_CLASS,
+                                                                  transform=transform, connectivity=4)]
+    assert len(got) == len(ref) > 10
+    for value in {v for _, v in ref}:
+        ref_area = sum(g.area for g, v in ref if v == value)
+        assert shapely.area(got.geometry[got["class_id"] == value].values).sum() == pytest.approx(ref_area, rel=1e-9)
+
+
+def test_a_failed_overwrite_keeps_outputs_it_did_not_replace(s2_scene, random_bundle, tmp_path, monkeypatch):
+    first = predict_scene(s2_scene, random_bundle, tmp_path, precision="fp32")
+    stac_before = first.outputs["stac"].read_bytes()
+    predictor = Predictor(random_bundle, PredictSettings(precision="fp32", overwrite=True))
+    with monkeypatch.context() as patch:
+        _fail_stac(patch)
+        with pytest.raises(OutputError):
+            predictor.predict(s2_scene, tmp_path, progress=False)
+    assert not first.outputs["classes"].exists()  # replaced by the failed attempt, so removed
+    assert first.outputs["stac"].read_bytes() == stac_before  # never replaced: left alone
 
 
 def test_tta_and_ensemble_average_probabilities(s2_scene, random_bundle, bundle_factory, tmp_path):

@@ -1,5 +1,7 @@
 """Opening scenes: preflight, nodata, band-role mapping and the errors users meet."""
 
+import functools
+import math
 import os
 import shutil
 
@@ -10,7 +12,7 @@ import rasterio.shutil
 from rasterio.windows import Window
 
 from eoseg.errors import BandMappingError, EmptySceneError, GeoreferenceError, SceneReadError
-from eoseg.scene import detect_sensor, open_scene, preflight, read_window, role_of
+from eoseg.scene import SceneReader, detect_sensor, open_scene, preflight, read_window, role_of
 
 RGBN = ("blue", "green", "red", "nir")
 
@@ -220,3 +222,33 @@ def test_local_crs_without_datum_is_refused_at_open(tmp_path):
 def test_five_band_roles_for_landsat_4_to_9_and_sentinel2(name, nir, swir1, swir2):
     sensor = detect_sensor(name)
     assert (role_of(nir, sensor), role_of(swir1, sensor), role_of(swir2, sensor)) == ("nir", "swir1", "swir2")
+
+
+def test_preflight_fallback_samples_strip_by_strip(s2_scene, tmp_path, monkeypatch):
+    """Valid pixels only on odd columns, sample points only on even ones: the fallback takes every k-th valid
+    pixel, reading strips (never the whole scene at once) and keeping at most max_samples of them."""
+
+    def odd_columns(data):
+        data[:, :, ::2] = 0  # nodata
+        return data
+
+    scene = open_scene(rewrite(s2_scene, tmp_path / "odd.tif", odd_columns))
+    max_samples = scene.width * scene.height // 4  # step 2: sample points on even rows and columns
+    heights = []
+    real_read = SceneReader.read
+
+    def read(self, window, pad=(0, 0)):
+        heights.append(int(window.height))
+        return real_read(self, window, pad)
+
+    monkeypatch.setattr(SceneReader, "read", read)
+    monkeypatch.setattr(SceneReader, "strips", functools.partialmethod(SceneReader.strips, rows=16))
+    stats = preflight(scene, max_samples=max_samples)
+    assert max(heights) == 16
+    with rasterio.open(s2_scene) as ds:
+        values = ds.read()[:, :, 1::2].astype(np.float64)
+    valid = (values != 0).all(axis=0)
+    ordered = values.transpose(1, 2, 0)[valid]  # valid pixels in reading order (row by row)
+    k = math.ceil(valid.sum() / max_samples)
+    assert k == 2
+    np.testing.assert_allclose(stats.mean, ordered[::k].mean(axis=0), rtol=1e-6)

@@ -10,6 +10,7 @@ temporary next to the same output (a staging GeoTIFF) add a tag: ``.x_classes.st
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -192,3 +193,34 @@ def cleanup_temporaries(out_dir: Path, stem: str) -> list[Path]:
     for path in removed:
         remove_quietly(path)
     return removed
+
+
+def _identity(path: Path) -> tuple[int, int, int, int] | None:
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size
+
+
+@contextlib.contextmanager
+def all_or_nothing(paths: list[Path]) -> Iterator[None]:
+    """On an exception in the block, remove each of ``paths`` that the block created or replaced.
+
+    One scene's outputs are written one after another (class COG, its sidecar, style, probabilities,
+    polygons, STAC item); if a later one fails, the earlier ones are removed again, so the scene is left
+    with no outputs rather than some, and a rerun needs no ``--overwrite``. A file is judged by its identity
+    (device, inode, mtime, size) before and after the block: one the block did not touch stays, whatever it
+    is. Each writer removes its own temporaries. The exception itself propagates unchanged.
+    """
+    before = {Path(p): _identity(Path(p)) for p in paths}
+    try:
+        yield
+    except BaseException:
+        for path, identity in before.items():
+            if _identity(path) != identity:
+                try:
+                    remove_quietly(path)
+                except OSError as exc:  # best effort while unwinding; the original error is the one to report
+                    logging.getLogger(__name__).warning("could not remove partial output %s: %s", path, exc)
+        raise

@@ -31,6 +31,7 @@ from rasterio.crs import CRS
 from rasterio.warp import transform_geom
 
 from eoseg.classes import ClassScheme
+from eoseg.errors import OutputError
 from eoseg.outputs.atomic import AUX_SUFFIX, atomic_write
 
 UTC = dt.UTC
@@ -239,6 +240,12 @@ def write_stac_item(
                            transform=transform, shape=shape, scheme=scheme, datetime=datetime,
                            properties=properties)
     text = json.dumps(item.to_dict(include_self_link=False, transform_hrefs=False), indent=2)
-    with atomic_write(path) as tmp:
-        tmp.write_text(text + "\n", encoding="utf-8")
+    try:
+        with atomic_write(path) as tmp:
+            tmp.write_text(text + "\n", encoding="utf-8")
+    except OSError as exc:
+        if isinstance(exc, OutputError):
+            raise
+        raise OutputError(f"cannot write the STAC item ({exc.strerror or exc})", path=path,
+                          fix="check free disk space and that the directory is writable") from exc
     return path

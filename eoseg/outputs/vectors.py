@@ -20,7 +20,7 @@ import datetime as dt
 import math
 import sqlite3
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import geopandas as gpd
@@ -36,16 +36,15 @@ from pyproj import Transformer
 from pyproj.crs import ProjectedCRS
 from pyproj.crs.coordinate_operation import LambertAzimuthalEqualAreaConversion
 from rasterio.crs import CRS
-from rasterio.features import shapes, sieve
 from rasterio.windows import Window
 
 from eoseg.classes import ClassScheme
-from eoseg.errors import OutputError
+from eoseg.errors import EosegError, OutputError
 from eoseg.outputs.atomic import atomic_write
 from eoseg.outputs.qgis import vector_qml
+from eoseg.outputs.regions import CHUNK_POLYGONS, StripRegions, band_rows_for, regions_of, sieve_rows, to_crs
 
 COLUMNS = ["class_id", "class_name", "area_m2", "perimeter_m"]
-CONNECTIVITY = 4
 STYLES_TABLE = "layer_styles"
 
 
@@ -107,116 +106,6 @@ def _empty_frame(crs: CRS | None) -> gpd.GeoDataFrame:
     return gpd.GeoDataFrame(data, geometry=gpd.GeoSeries([], crs=_proj_crs(crs)), crs=_proj_crs(crs))
 
 
-def _sieve(classes: np.ndarray, valid: np.ndarray, min_pixels: int, nodata: int) -> np.ndarray:
-    if min_pixels <= 1 or not valid.any():
-        return classes
-    sieved = sieve(classes, size=min_pixels, mask=valid, connectivity=CONNECTIVITY)
-    sieved[~valid] = nodata
-    return sieved
-
-
-CHUNK_POLYGONS = 50_000
-
-
-def _regions(classes: np.ndarray, nodata: int, transform: Affine) -> tuple[np.ndarray, np.ndarray]:
-    """Polygons and values of all connected regions (see :func:`_region_chunks`)."""
-    parts = list(_region_chunks(_array_rows(classes), classes.shape[0], transform, nodata))
-    if not parts:
-        return np.empty(0, dtype=object), np.empty(0, dtype=np.int64)
-    return np.concatenate([g for g, _ in parts]), np.concatenate([v for _, v in parts])
-
-
-BAND_ROWS = 1024
-
-
-RowReader = Callable[[int, int], np.ndarray]  # (first row, end row) → class ids of those rows
-
-
-def _array_rows(classes: np.ndarray) -> RowReader:
-    return lambda r0, r1: classes[r0:r1]
-
-
-def _file_rows(path: Path) -> RowReader:
-    def read(r0: int, r1: int) -> np.ndarray:
-        with rasterio.open(path) as ds:
-            return ds.read(1, window=Window(0, r0, ds.width, r1 - r0))
-
-    return read
-
-
-def _region_chunks(read_rows: RowReader, height: int, transform: Affine, nodata: int,
-                   chunk: int = CHUNK_POLYGONS, band_rows: int = BAND_ROWS) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Polygons and values of the connected regions (class != ``nodata``), about ``chunk`` at a time.
-
-    GDAL's polygonizer keeps every polygon of its input in memory before handing out the first, so the
-    raster is polygonized ``band_rows`` rows at a time; regions cut by a band edge are held back and merged
-    per class at the end (their parts share the cut edge exactly). Rotated grids are done in one band.
-    """
-    if transform.b or transform.d:
-        band_rows = height
-    held: list[tuple[np.ndarray, np.ndarray]] = []
-    for r0 in range(0, height, band_rows):
-        r1 = min(height, r0 + band_rows)
-        band_transform = transform @ Affine.translation(0, r0)
-        band = np.ascontiguousarray(read_rows(r0, r1), dtype=np.uint8)
-        for geoms, values in _shape_chunks(band, band != nodata, band_transform, chunk):
-            cut = _on_cut(geoms, transform, [r for r in (r0, r1) if 0 < r < height])
-            if (~cut).any():
-                yield geoms[~cut], values[~cut]
-            if cut.any():
-                held.append((geoms[cut], values[cut]))
-    if held:
-        yield from _merge_held(np.concatenate([g for g, _ in held]), np.concatenate([v for _, v in held]), chunk)
-
-
-def _on_cut(geoms: np.ndarray, transform: Affine, rows: list[int]) -> np.ndarray:
-    """Which polygons reach one of the band-edge ``rows`` (north- or south-up grids)."""
-    cut = np.zeros(len(geoms), bool)
-    if not rows:
-        return cut
-    bounds = shapely.bounds(geoms)
-    eps = abs(transform.e) * 1e-6
-    for row in rows:
-        y = transform.f + row * transform.e
-        cut |= (np.abs(bounds[:, 1] - y) < eps) | (np.abs(bounds[:, 3] - y) < eps)
-    return cut
-
-
-def _merge_held(geoms: np.ndarray, values: np.ndarray, chunk: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Union the cut pieces of each class; pieces that only touch at a corner stay apart (4-connectivity)."""
-    for value in np.unique(values):
-        parts = shapely.get_parts(shapely.union_all(geoms[values == value]))
-        parts = parts[shapely.get_type_id(parts) == 3]  # polygons (no stray lines or points)
-        for i in range(0, len(parts), chunk):
-            piece = parts[i:i + chunk]
-            yield piece, np.full(len(piece), int(value), dtype=np.int64)
-
-
-def _shape_chunks(classes: np.ndarray, valid: np.ndarray, transform: Affine,
-                  chunk: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """``rasterio.features.shapes`` of one band, built with shapely's vectorized constructors
-    (``shapely.geometry.shape`` per GeoJSON dict costs ~4× the polygonization itself)."""
-    coords, ring_of_coord, poly_of_ring, values = [], [], [], []
-    for geom, value in shapes(classes, mask=valid, transform=transform, connectivity=CONNECTIVITY):
-        for ring in geom["coordinates"]:
-            ring_of_coord.append(len(ring))
-            poly_of_ring.append(len(values))
-            coords.extend(ring)
-        values.append(int(value))
-        if len(values) == chunk:
-            yield _build(coords, ring_of_coord, poly_of_ring, values)
-            coords, ring_of_coord, poly_of_ring, values = [], [], [], []
-    if values:
-        yield _build(coords, ring_of_coord, poly_of_ring, values)
-
-
-def _build(coords: list, ring_of_coord: list, poly_of_ring: list, values: list) -> tuple[np.ndarray, np.ndarray]:
-    ring_index = np.repeat(np.arange(len(ring_of_coord)), ring_of_coord)
-    rings = shapely.linearrings(np.asarray(coords, dtype=float), indices=ring_index)
-    polygons = shapely.polygons(rings, indices=np.asarray(poly_of_ring))
-    return polygons, np.asarray(values, dtype=np.int64)
-
-
 def _simplify(geoms: np.ndarray, tolerance: float) -> np.ndarray:
     """Simplify the polygons as one coverage: shared edges stay shared, edges on nodata stay put.
 
@@ -242,38 +131,37 @@ def polygonize(
     the pixel threshold comes from the ellipsoidal area of the centre pixel); a small region with no
     valid neighbour (an island in nodata) has nothing to merge into and is dropped.
     ``simplify``: tolerance in CRS units (coverage simplification, see :func:`_simplify`).
-    An all-nodata input gives an empty layer with the same columns.
+    An all-nodata input gives an empty layer with the same columns. The whole array is sieved and
+    simplified at once; :class:`PolygonWriter` does the same in bounded memory, band by band.
     """
     classes = np.ascontiguousarray(classes, dtype=np.uint8)
     if classes.ndim != 2:
         raise ValueError(f"classes must be a 2-D array (H, W), not shape {classes.shape}")
     nodata = int(scheme.nodata)
-    valid = classes != nodata
-    if not valid.any():
+    if not (classes != nodata).any():
         return _empty_frame(crs)
-    min_pixels = _min_pixels(classes, transform, crs, min_area_m2)
-    sieved = _sieve(classes, valid, min_pixels, nodata)
-    geoms, values = _regions(sieved, nodata, transform)
+    min_pixels = _min_pixels(classes.shape, transform, crs, min_area_m2)
+    geoms, values = regions_of(sieve_rows(classes, min_pixels, nodata), nodata)
     frame = _frame(geoms, values, transform, crs, scheme, min_pixels, simplify)
     return _empty_frame(crs) if frame is None else frame
 
 
-def _min_pixels(classes: np.ndarray, transform: Affine, crs: CRS | None, min_area_m2: float) -> int:
+def _min_pixels(shape: tuple[int, int], transform: Affine, crs: CRS | None, min_area_m2: float) -> int:
     if min_area_m2 <= 0:
         return 0
-    return math.ceil(min_area_m2 / pixel_area(transform, crs, classes.shape) - 1e-9)
+    return math.ceil(min_area_m2 / pixel_area(transform, crs, shape) - 1e-9)
 
 
 def _frame(geoms: np.ndarray, values: np.ndarray, transform: Affine, crs: CRS | None, scheme: ClassScheme,
            min_pixels: int, simplify: float) -> gpd.GeoDataFrame | None:
-    """The attribute table of some regions (None when none is left after the size filter)."""
+    """The attribute table of some complete regions given in pixel coordinates (None when none is left after
+    the size filter: a region below ``min_pixels`` after the sieve is an island in nodata)."""
     if min_pixels > 1:
-        pixels = np.rint(shapely.area(geoms) / abs(transform.determinant))
-        keep = pixels >= min_pixels
+        keep = np.rint(shapely.area(geoms)) >= min_pixels  # pixel coordinates: the area is the pixel count
         geoms, values = geoms[keep], values[keep]
     if len(geoms) == 0:
         return None
-    geoms = _simplify(geoms, simplify)
+    geoms = _simplify(to_crs(geoms, transform), simplify)
     areas, perimeters = measure(geoms, crs)
     frame = {
         "class_id": values, "class_name": [scheme.name_of(int(v)) for v in values],
@@ -282,49 +170,116 @@ def _frame(geoms: np.ndarray, values: np.ndarray, transform: Affine, crs: CRS | 
     return gpd.GeoDataFrame(frame, geometry=list(geoms), crs=_proj_crs(crs))
 
 
+class PolygonWriter:
+    """Class polygons streamed into a GeoPackage layer as the class raster's rows arrive, top to bottom.
+
+    >>> with PolygonWriter(path, (h, w), transform, crs, scheme, min_area_m2=900, simplify=10) as out:
+    ...     for rows in blocks:          # any heights, in order
+    ...         out.write_rows(rows)
+
+    Memory follows a band of rows (and a sieve halo), not the scene (see :mod:`eoseg.outputs.regions`).
+    Completed regions are written ``chunk`` at a time. With ``simplify`` each batch of completed regions
+    is simplified as one coverage (:func:`_simplify`): edges shared inside a batch are simplified, edges
+    shared with regions of another batch stay as they are (they are boundary edges of the batch), so the
+    layer stays a gapless, non-overlapping coverage; the price is a little less simplification along
+    the few edges between batches. The GeoPackage is written under a temporary name and renamed into
+    place only when complete; on any error nothing is left and the error is one :class:`OutputError`.
+    """
+
+    def __init__(self, path: Path, shape: tuple[int, int], transform: Affine, crs: CRS | None,
+                 scheme: ClassScheme, *, min_area_m2: float = 0, simplify: float = 0, layer: str | None = None,
+                 chunk: int = CHUNK_POLYGONS, band_rows: int | None = None):
+        self.path = Path(path)
+        self.layer = layer or default_layer_name(self.path)
+        self.transform, self.crs, self.scheme, self.simplify, self.chunk = transform, crs, scheme, simplify, chunk
+        self.min_pixels = _min_pixels(shape, transform, crs, min_area_m2)
+        self.regions = StripRegions(*shape, int(scheme.nodata), min_pixels=self.min_pixels, band_rows=band_rows,
+                                    chunk=chunk)
+        self.count = 0  # polygons written
+        self._waiting: list[tuple[np.ndarray, np.ndarray]] = []  # completed regions not yet written
+        self._stack: contextlib.ExitStack | None = None
+        self._tmp: Path | None = None
+
+    def __enter__(self) -> PolygonWriter:
+        self._stack = contextlib.ExitStack()
+        with _geopackage_errors(self.path):
+            self._tmp = self._stack.enter_context(atomic_write(self.path))
+        return self
+
+    def write_rows(self, rows: np.ndarray) -> None:
+        """The next rows of the class raster (h, width) uint8."""
+        with _geopackage_errors(self.path):
+            self._write(self.regions.push(rows))
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc_type is not None:  # the caller's error (or one write_rows raised): remove the temporary, keep it
+            return bool(self._stack.__exit__(exc_type, exc, tb))
+        try:
+            with _geopackage_errors(self.path):
+                self._finish()
+                self._stack.close()  # renames the GeoPackage into place
+        except BaseException as err:
+            self._stack.__exit__(type(err), err, err.__traceback__)  # a no-op once closed
+            raise
+        return False
+
+    def _finish(self) -> None:
+        self._write(self.regions.finish())
+        self._flush()
+        if self.count == 0:
+            _write_layer(_empty_frame(self.crs), self._tmp, self.layer)
+        _write_style(self._tmp, self.layer, vector_qml(self.scheme))
+
+    def _write(self, batches: list[tuple[np.ndarray, np.ndarray]]) -> None:
+        """Collect completed regions; write them once ``chunk`` have gathered (each GeoPackage append costs
+        a fixed ~0.1 s, so writing every band's few regions on its own would dominate)."""
+        self._waiting.extend(batches)
+        if sum(len(g) for g, _ in self._waiting) >= self.chunk:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._waiting:
+            return
+        geoms = np.concatenate([g for g, _ in self._waiting])
+        values = np.concatenate([v for _, v in self._waiting])
+        self._waiting = []
+        for i in range(0, len(geoms), self.chunk):
+            frame = _frame(geoms[i:i + self.chunk], values[i:i + self.chunk], self.transform, self.crs,
+                           self.scheme, self.min_pixels, self.simplify)
+            if frame is not None:
+                _write_layer(frame, self._tmp, self.layer, append=self.count > 0)
+                self.count += len(frame)
+
+
 def write_polygons_streamed(classes: np.ndarray | Path, transform: Affine, crs: CRS | None, path: Path,
                             scheme: ClassScheme, *, min_area_m2: float = 0, simplify: float = 0,
-                            layer: str | None = None, chunk: int = CHUNK_POLYGONS) -> Path:
-    """:func:`polygonize` straight into a GeoPackage, ``chunk`` regions at a time.
-
-    ``classes`` is an array or the path of a class raster; from a path without ``min_area_m2`` the raster is
-    read band by band, so memory follows the band and the chunk, not the scene (a full Landsat-sized scene
-    has hundreds of thousands of regions). The sieve needs the whole raster, and coverage simplification every
-    polygon at once (that case is built in memory with :func:`polygonize` and :func:`write_polygons`).
-    """
-    nodata = int(scheme.nodata)
-    if isinstance(classes, str | Path) and (min_area_m2 > 0 or simplify > 0):
-        classes = _file_rows(Path(classes))(0, _height(Path(classes)))
-    if simplify > 0:
-        gdf = polygonize(classes, transform, crs, scheme, min_area_m2=min_area_m2, simplify=simplify)
-        return write_polygons(gdf, path, scheme, layer)
-    min_pixels = 0
-    if isinstance(classes, np.ndarray):
-        classes = np.ascontiguousarray(classes, dtype=np.uint8)
-        valid = classes != nodata
-        min_pixels = _min_pixels(classes, transform, crs, min_area_m2)
-        classes = _sieve(classes, valid, min_pixels, nodata)
-        read_rows, height = _array_rows(classes), classes.shape[0]
-    else:
-        read_rows, height = _file_rows(Path(classes)), _height(Path(classes))
-    path = Path(path)
-    layer = layer or default_layer_name(path)
-    with _geopackage(path) as tmp:
-        written = False
-        for geoms, values in _region_chunks(read_rows, height, transform, nodata, chunk):
-            frame = _frame(geoms, values, transform, crs, scheme, min_pixels, 0)
-            if frame is not None:
-                _write_layer(frame, tmp, layer, append=written)
-                written = True
-        if not written:
-            _write_layer(_empty_frame(crs), tmp, layer)
-        _write_style(tmp, layer, vector_qml(scheme))
-    return path
+                            layer: str | None = None, chunk: int = CHUNK_POLYGONS,
+                            band_rows: int | None = None) -> Path:
+    """:class:`PolygonWriter` fed from an array or from the path of a class raster (read a band at a time)."""
+    shape = classes.shape if isinstance(classes, np.ndarray) else _shape(Path(classes))
+    rows = band_rows or band_rows_for(shape[1])
+    blocks = _array_blocks(classes, rows) if isinstance(classes, np.ndarray) else _file_blocks(Path(classes), rows)
+    with PolygonWriter(path, shape, transform, crs, scheme, min_area_m2=min_area_m2, simplify=simplify,
+                       layer=layer, chunk=chunk, band_rows=band_rows) as writer:
+        for rows in blocks:
+            writer.write_rows(rows)
+    return Path(path)
 
 
-def _height(path: Path) -> int:
+def _array_blocks(classes: np.ndarray, rows: int) -> Iterator[np.ndarray]:
+    for r0 in range(0, classes.shape[0], rows):
+        yield classes[r0:r0 + rows]
+
+
+def _file_blocks(path: Path, rows: int) -> Iterator[np.ndarray]:
     with rasterio.open(path) as ds:
-        return ds.height
+        for r0 in range(0, ds.height, rows):
+            yield ds.read(1, window=Window(0, r0, ds.width, min(rows, ds.height - r0)))
+
+
+def _shape(path: Path) -> tuple[int, int]:
+    with rasterio.open(path) as ds:
+        return ds.height, ds.width
 
 
 def polygonize_file(path: Path, scheme: ClassScheme, **kwargs) -> gpd.GeoDataFrame:
@@ -377,16 +332,22 @@ def write_polygons(gdf: gpd.GeoDataFrame, path: Path, scheme: ClassScheme, layer
 
 
 @contextlib.contextmanager
-def _geopackage(path: Path) -> Iterator[Path]:
-    """A temporary GeoPackage renamed to ``path`` when complete; write failures become one OutputError."""
+def _geopackage_errors(path: Path) -> Iterator[None]:
+    """GeoPackage write failures become one OutputError (eoseg's own errors pass unchanged)."""
     try:
-        with atomic_write(path) as tmp:
-            yield tmp
+        yield
     except (OSError, sqlite3.Error, DataSourceError, DataLayerError) as exc:
-        if isinstance(exc, OutputError):
+        if isinstance(exc, EosegError):
             raise
         raise OutputError(f"cannot write the polygon GeoPackage ({exc})", path=path,
                           fix="check free disk space and that the directory is writable") from exc
+
+
+@contextlib.contextmanager
+def _geopackage(path: Path) -> Iterator[Path]:
+    """A temporary GeoPackage renamed to ``path`` when complete; write failures become one OutputError."""
+    with _geopackage_errors(path), atomic_write(path) as tmp:
+        yield tmp
 
 
 def read_styles(path: Path) -> list[dict]:

@@ -174,3 +174,20 @@ def test_no_hint_when_no_packaged_model_fits_or_bands_are_given(collar_scene, pa
     wrong_count = run("predict", collar_scene, "--model", "resunet", "--bands", "1,2,3", "--out", tmp_path / "a")
     line = one_line_error(wrong_count, "--bands gives 3 band(s) but the model takes 5")
     assert "resunet-rgb" not in line
+
+
+def test_failing_stac_item_is_one_line_and_leaves_no_outputs(s2_scene, random_bundle, tmp_path, monkeypatch):
+    import contextlib
+
+    from eoseg.outputs import stac
+
+    @contextlib.contextmanager
+    def read_only(final):
+        raise PermissionError(13, "Permission denied")
+        yield  # pragma: no cover
+
+    monkeypatch.setattr(stac, "atomic_write", read_only)
+    result = run("predict", s2_scene, "--model", random_bundle, "--out", tmp_path, "-q")
+    assert result.exit_code == 1
+    one_line_error(result, "STAC item", "Permission denied")
+    assert list(tmp_path.iterdir()) == []

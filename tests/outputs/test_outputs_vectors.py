@@ -18,6 +18,7 @@ from rasterio.warp import Resampling, calculate_default_transform, reproject
 from eoseg.classes import COASTAL
 from eoseg.errors import OutputError
 from eoseg.outputs import vectors
+from eoseg.outputs.regions import regions_of, to_crs
 from eoseg.outputs.vectors import measure, polygonize, read_styles, write_polygons
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -265,9 +266,8 @@ def test_band_by_band_polygons_equal_whole_raster_polygons(scene, request):
     classes, transform, _ = request.getfixturevalue(scene)
 
     def regions(band_rows):
-        rows = vectors._array_rows(classes)
-        parts = list(vectors._region_chunks(rows, classes.shape[0], transform, COASTAL.nodata, band_rows=band_rows))
-        return np.concatenate([g for g, _ in parts]), np.concatenate([v for _, v in parts])
+        geoms, values = regions_of(classes, COASTAL.nodata, band_rows=band_rows)
+        return to_crs(geoms, transform), values
 
     whole_g, whole_v = regions(classes.shape[0])
     band_g, band_v = regions(37)
@@ -294,3 +294,18 @@ def test_streamed_writing_from_a_class_raster_file(l8, tmp_path):
     sieved = vectors.write_polygons_streamed(raster, transform, crs, tmp_path / "s_polygons.gpkg", COASTAL,
                                              min_area_m2=500)
     assert len(gpd.read_file(sieved, layer="s")) == len(polygonize(classes, transform, crs, COASTAL, min_area_m2=500))
+
+
+def test_streamed_sieve_and_simplify_keep_a_clean_coverage_across_bands(s2, tmp_path):
+    """Band by band (37 rows), with --min-area and --simplify: no gaps, no overlaps, no region below min-area."""
+    classes, transform, crs = s2
+    path = vectors.write_polygons_streamed(classes, transform, crs, tmp_path / "b_polygons.gpkg", COASTAL,
+                                           min_area_m2=1000, simplify=15, band_rows=37)
+    got = gpd.read_file(path, layer="b")
+    assert got.is_valid.all() and (got["area_m2"] >= 1000 * 0.9).all()
+    extent = shapely.box(*rasterio.transform.array_bounds(*classes.shape, transform))
+    union = shapely.union_all(got.geometry.values)
+    assert union.symmetric_difference(extent).area < 1  # no gaps, nothing outside the scene
+    assert shapely.area(got.geometry.values).sum() == pytest.approx(extent.area, rel=1e-9)  # no overlaps
+    whole = polygonize(classes, transform, crs, COASTAL, min_area_m2=1000)
+    assert len(got) == pytest.approx(len(whole), rel=0.05)
