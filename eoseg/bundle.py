@@ -10,11 +10,9 @@ Packaged bundles live in ``eoseg/weights/<name>/``.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import logging
 import os
-import secrets
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
@@ -22,6 +20,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from eoseg.checksums import file_sha256
 from eoseg.classes import COASTAL, ClassScheme
 from eoseg.errors import BundleError, ConfigError, EosegError, ModelNotFoundError, OutputError, OutputExistsError
 
@@ -205,12 +204,7 @@ def resolve_bundle(name_or_path: str | os.PathLike) -> Path:
 
 def bundle_sha256(directory: str | os.PathLike) -> str:
     """sha256 over the safetensors bytes then the card bytes."""
-    digest = hashlib.sha256()
-    for fname in (MODEL_FILE, CARD_FILE):
-        with open(Path(directory) / fname, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
-    return digest.hexdigest()
+    return file_sha256(*(Path(directory) / fname for fname in (MODEL_FILE, CARD_FILE)))
 
 
 def build_from_card(card: ModelCard, source: str | os.PathLike | None = None) -> nn.Module:
@@ -319,8 +313,10 @@ def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def _write_temp(directory: Path, fname: str, write: Callable[[str], object]) -> Path:
-    """Write through ``write(path)`` to a hidden temporary name in ``directory``."""
-    tmp = directory / f".{fname}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    """Write through ``write(path)`` to a hidden temporary name in ``directory`` (see eoseg.outputs.atomic)."""
+    from eoseg.outputs.atomic import temporary_path
+
+    tmp = temporary_path(directory / fname)
     try:
         write(str(tmp))
         os.chmod(tmp, 0o644)  # safetensors creates 0600 files; bundles are meant to be shared
@@ -333,6 +329,8 @@ def _write_temp(directory: Path, fname: str, write: Callable[[str], object]) -> 
 def save_bundle(model: nn.Module, card: ModelCard, directory: str | os.PathLike, overwrite: bool = False) -> Path:
     """Write ``model.safetensors`` and ``card.json`` into ``directory`` (temporary names, then rename)."""
     from safetensors.torch import save_file
+
+    from eoseg.outputs.atomic import publish
 
     directory = Path(directory).expanduser()
     if not overwrite and any((directory / f).exists() for f in (MODEL_FILE, CARD_FILE)):
@@ -347,7 +345,7 @@ def save_bundle(model: nn.Module, card: ModelCard, directory: str | os.PathLike,
         tmps.append(_write_temp(directory, MODEL_FILE, lambda p: save_file(state, p, metadata={"arch": card.arch})))
         tmps.append(_write_temp(directory, CARD_FILE, lambda p: Path(p).write_text(text, encoding="utf-8")))
         for tmp, fname in zip(tmps, (MODEL_FILE, CARD_FILE), strict=True):
-            os.replace(tmp, directory / fname)
+            publish(tmp, directory / fname)
     except OSError as exc:
         for tmp in tmps:
             tmp.unlink(missing_ok=True)

@@ -32,10 +32,10 @@ def check_input_size(x: torch.Tensor, multiple: int, name: str) -> None:
         return
     h, w = int(x.shape[-2]), int(x.shape[-1])
     if h % multiple or w % multiple:
-        up = lambda n: -(-n // 32) * 32  # noqa: E731 - the project's tile multiple
+        up = lambda n: -(-n // multiple) * multiple  # noqa: E731
         raise TileSizeError(
             f"input of {h}×{w} is not divisible by {multiple}", path=name,
-            fix=f"pad to ({up(h)}, {up(w)}) divisible by 32",
+            fix=f"pad to ({up(h)}, {up(w)}) divisible by {multiple}",
         )
 
 
