@@ -57,9 +57,11 @@ def peak_rss_mib() -> float:
 def child(args: argparse.Namespace) -> None:
     """Runs in a subprocess: one measurement, printed as JSON on the last line."""
     from eoseg.predict import Predictor, PredictSettings
+    from eoseg.process import tune_process
 
     predictor = Predictor(args.model, PredictSettings(precision=args.precision, batch_size=args.batch_size,
                                                       overwrite=True))
+    tune_process([args.scene], cpu=predictor.device.type == "cpu")  # as the CLI does
     baseline = peak_rss_mib()
     out = {"device": str(predictor.device), "precision": predictor.precision, "tile": predictor.tile_size,
            "overlap": predictor.overlap, "rss_after_model_mib": baseline}

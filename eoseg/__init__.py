@@ -8,6 +8,7 @@ The public API (imported lazily so that ``eoseg --help`` stays fast):
 - ``load_bundle``, ``build_model`` — model bundles and the architecture registry
 - ``make_dataset``, ``train``, ``evaluate_bundle``, ``evaluate_rasters`` — training and evaluation
 - ``run_batch`` — many scenes on Dask
+- ``label_scene`` — dense training labels from a few strokes (``eoseg label``)
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ _API = {
     "evaluate_bundle": "eoseg.evaluate",
     "evaluate_rasters": "eoseg.evaluate",
     "run_batch": "eoseg.batch",
+    "label_scene": "eoseg.strokes",
     "COASTAL": "eoseg.classes",
 }
 

@@ -6,7 +6,11 @@ Geometric transforms (applied per sample, identically to image and label):
   ± fraction of the size, zoom ± fraction), resampled with ``grid_sample``: bilinear with reflection
   for the image, nearest for the label, and label pixels mapped from outside the tile set to ignore.
 Photometric jitter (image only, on standardized values): brightness (± shift) and contrast (± relative
-scale about each sample's mean).
+scale about each sample's mean), per band or for all bands.
+Sensor differences (image only): ``resolution`` averages a sample over blocks of a random size in
+[1, 1 + resolution] pixels and resamples it back bilinearly (10 m imagery seen as 20–30 m); ``haze`` adds a
+random positive shift that is largest in the first band (blue) and falls to a fifth of it in the last
+(bands in wavelength order), as path radiance does.
 """
 
 from __future__ import annotations
@@ -43,6 +47,10 @@ class Augmenter:
             x, y = self._affine(x, y)
         if self.cfg.brightness or self.cfg.contrast:
             x = self._photometric(x)
+        if self.cfg.resolution:
+            x = self._coarsen(x)
+        if self.cfg.haze:
+            x = self._haze(x)
         return x, y
 
     def _flips(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -82,6 +90,27 @@ class Augmenter:
         brightness = self._uniform(n * bands, self.cfg.brightness).view(shape).to(x)
         mean = x.mean(dim=(2, 3) if self.cfg.per_band else (1, 2, 3), keepdim=True)
         return (x - mean) * contrast + mean + brightness
+
+
+    def _coarsen(self, x: torch.Tensor) -> torch.Tensor:
+        factors = 1.0 + torch.rand(x.shape[0], generator=self.generator) * self.cfg.resolution
+        return torch.cat([coarsen(x[i:i + 1], float(f)) for i, f in enumerate(factors)])
+
+    def _haze(self, x: torch.Tensor) -> torch.Tensor:
+        n, c = x.shape[:2]
+        amount = torch.rand(n, generator=self.generator) * self.cfg.haze
+        profile = torch.linspace(1.0, 0.2, c) if c > 1 else torch.ones(1)
+        return x + (amount[:, None] * profile[None, :]).view(n, c, 1, 1).to(x)
+
+
+def coarsen(x: torch.Tensor, factor: float) -> torch.Tensor:
+    """``x`` (N, C, H, W) seen at ``factor`` × coarser pixels: block means, resampled back bilinearly."""
+    h, w = x.shape[-2:]
+    small = (max(1, round(h / factor)), max(1, round(w / factor)))
+    if small == (h, w):
+        return x
+    coarse = F.interpolate(x.float(), size=small, mode="area")
+    return F.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=False).to(x.dtype)
 
 
 def warp(x: torch.Tensor, y: torch.Tensor, theta: torch.Tensor,

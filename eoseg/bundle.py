@@ -1,20 +1,29 @@
 """Model bundles: a directory holding ``model.safetensors`` (the state dict) and ``card.json``.
 
 The card says everything needed to use the weights: architecture and its parameters, band roles
-in input order, standardization, class scheme, tile defaults, training provenance and metrics.
-:func:`load_bundle` rebuilds the model through the registry and loads the weights strictly; loaded
-bundles are cached per (directory, device, file stamps), so repeated loads in a worker are free.
+in input order, standardization, class scheme, tile defaults, training provenance and metrics, and the
+sha256 of the weights file it was written with (``weights_sha256``, checked at load, so a card never
+describes other weights than its own). Weights are stored as they are in the model (float32), so the
+card's metrics hold for the stored weights.
+:func:`load_bundle` rebuilds the model through the registry and loads the weights strictly. CPU
+bundles are cached per (directory, file stamps), so repeated loads in a worker are free; bundles on
+other devices (CUDA) are copies of the cached CPU model held only as long as their user keeps them.
 Packaged bundles live in ``eoseg/weights/<name>/``.
 """
 
 from __future__ import annotations
 
+import copy
 import functools
+import hashlib
 import json
 import logging
 import os
+import secrets
+import threading
+import weakref
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
@@ -36,8 +45,9 @@ REQUIRED_KEYS = ("name", "arch", "bands")
 _CARD_TYPES = {
     "name": str, "arch": str, "arch_params": dict, "standardization": dict, "classes": dict,
     "tile_size": int, "overlap": int, "training": dict, "metrics": dict, "description": str,
-    "eoseg_version": str, "created": str,
+    "eoseg_version": str, "created": str, "weights_sha256": str,
 }
+_OPTIONAL_KEYS = {"weights_sha256"}  # may be null (bundles written before it existed)
 
 
 def _now() -> str:
@@ -71,6 +81,7 @@ class ModelCard:
     description: str = ""
     eoseg_version: str = field(default_factory=_version)
     created: str = field(default_factory=_now)
+    weights_sha256: str | None = None  # set by save_bundle(); load_bundle() refuses weights that differ
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "bands", tuple(self.bands))
@@ -105,6 +116,8 @@ class ModelCard:
 def _check_card_values(values: dict, source: str | os.PathLike | None) -> None:
     for key, kind in _CARD_TYPES.items():
         value = values.get(key)
+        if key in _OPTIONAL_KEYS and value is None:
+            continue
         if key in values and (not isinstance(value, kind) or (kind is int and isinstance(value, bool))):
             raise BundleError(f"card key {key!r} should be {kind.__name__}, got {value!r}", path=source,
                               fix="correct the card or re-save the bundle")
@@ -202,9 +215,20 @@ def resolve_bundle(name_or_path: str | os.PathLike) -> Path:
 # ---------------------------------------------------------------- loading
 
 
+def _digests(directory: Path) -> tuple[str, str]:
+    """(sha256 of the weights file, :func:`bundle_sha256`) in one pass over the weights."""
+    weights, bundle = hashlib.sha256(), hashlib.sha256()
+    with open(directory / MODEL_FILE, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            weights.update(chunk)
+            bundle.update(chunk)
+    bundle.update((directory / CARD_FILE).read_bytes())
+    return weights.hexdigest(), bundle.hexdigest()
+
+
 def bundle_sha256(directory: str | os.PathLike) -> str:
     """sha256 over the safetensors bytes then the card bytes."""
-    return file_sha256(*(Path(directory) / fname for fname in (MODEL_FILE, CARD_FILE)))
+    return _digests(Path(directory))[1]
 
 
 def build_from_card(card: ModelCard, source: str | os.PathLike | None = None) -> nn.Module:
@@ -251,14 +275,46 @@ def _torch_device(device: str | torch.device) -> torch.device:
     return dev
 
 
+def _check_weights_match(card: ModelCard, weights_sha: str, directory: Path) -> None:
+    if card.weights_sha256 is not None and card.weights_sha256 != weights_sha:
+        raise BundleError(
+            f"{MODEL_FILE} is not the file this card was written with (sha256 {weights_sha[:12]}…, the card says "
+            f"{card.weights_sha256[:12]}…): a save was interrupted or one file was replaced", path=directory,
+            fix="re-save the bundle with save_bundle() (eoseg train), or restore both files together")
+
+
 @functools.lru_cache(maxsize=16)
-def _load_cached(directory: str, device: str, stamp: tuple) -> ModelBundle:
+def _load_cpu(directory: str, stamp: tuple) -> ModelBundle:
     path = Path(directory)
     card = read_card(path / CARD_FILE)
+    weights_sha, sha = _digests(path)
+    _check_weights_match(card, weights_sha, path)
     model = build_from_card(card, path / CARD_FILE)
     _load_strict(model, _read_state(path / MODEL_FILE), path / MODEL_FILE)
-    model.to(device).eval()
-    return ModelBundle(card=card, model=model, path=path, sha256=bundle_sha256(path))
+    model.eval()
+    return ModelBundle(card=card, model=model, path=path, sha256=sha)
+
+
+# Bundles on other devices than the CPU are held only while someone uses them: a cache must not keep
+# GPU memory alive after the Predictor that asked for it is gone.
+_DEVICE_BUNDLES: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+_DEVICE_LOCK = threading.Lock()
+
+
+def _load_on_device(directory: str, device: str, stamp: tuple) -> ModelBundle:
+    key = (directory, device, stamp)
+    with _DEVICE_LOCK:
+        bundle = _DEVICE_BUNDLES.get(key)
+        if bundle is None:
+            cpu = _load_cpu(directory, stamp)
+            bundle = replace(cpu, model=copy.deepcopy(cpu.model).to(device).eval())
+            _DEVICE_BUNDLES[key] = bundle
+        return bundle
+
+
+def clear_bundle_cache() -> None:
+    """Forget every cached bundle (the CPU cache; device copies go when their last user drops them)."""
+    _load_cpu.cache_clear()
 
 
 def _stamp(directory: Path) -> tuple:
@@ -267,10 +323,16 @@ def _stamp(directory: Path) -> tuple:
 
 
 def load_bundle(name_or_path: str | os.PathLike, device: str | torch.device = "cpu") -> ModelBundle:
-    """Load a packaged bundle by name, a bundle directory, or its card.json (cached; model in eval mode)."""
+    """Load a packaged bundle by name, a bundle directory, or its card.json (model in eval mode).
+
+    CPU bundles are cached and shared (copy the model before training it); on other devices each call
+    returns the same copy while it is in use, and nothing is kept once it is no longer referenced.
+    """
     directory = resolve_bundle(name_or_path)
     dev = _torch_device(device)
-    return _load_cached(str(directory), str(dev), _stamp(directory))
+    if dev.type == "cpu":
+        return _load_cpu(str(directory), _stamp(directory))
+    return _load_on_device(str(directory), str(dev), _stamp(directory))
 
 
 # ---------------------------------------------------------------- saving
@@ -294,43 +356,79 @@ def card_json(card: ModelCard) -> str:
                           fix="keep card values to str, numbers, lists and dicts") from None
 
 
-FP16_MAX = 65504.0
-
-
 def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The state dict on the CPU, float32 tensors stored as float16 where they fit (half the file size;
-    ``load_state_dict`` casts them back to the model's float32)."""
-    import torch
-
+    """The state dict on the CPU, every tensor in its own dtype (float32 weights and BatchNorm statistics
+    stay float32: a float16 copy underflows small running variances and changes the model's outputs)."""
     model = getattr(model, "_orig_mod", model)  # torch.compile wrapper
-    state = {}
-    for key, value in model.state_dict().items():
-        value = value.detach().to("cpu").contiguous()
-        if value.dtype == torch.float32 and value.numel() and float(value.abs().max()) < FP16_MAX:
-            value = value.half()
-        state[key] = value
-    return state
+    return {key: value.detach().to("cpu", copy=True).contiguous() for key, value in model.state_dict().items()}
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError:  # directories cannot be fsync'ed on some platforms
+        pass
+    finally:
+        os.close(fd)
 
 
 def _write_temp(directory: Path, fname: str, write: Callable[[str], object]) -> Path:
-    """Write through ``write(path)`` to a hidden temporary name in ``directory`` (see eoseg.outputs.atomic)."""
-    from eoseg.outputs.atomic import temporary_path
-
-    tmp = temporary_path(directory / fname)
+    """Write through ``write(path)`` to a hidden temporary name in ``directory``, flushed to disk."""
+    tmp = directory / f".{fname}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
     try:
         write(str(tmp))
         os.chmod(tmp, 0o644)  # safetensors creates 0600 files; bundles are meant to be shared
+        _fsync(tmp)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     return tmp
 
 
-def save_bundle(model: nn.Module, card: ModelCard, directory: str | os.PathLike, overwrite: bool = False) -> Path:
-    """Write ``model.safetensors`` and ``card.json`` into ``directory`` (temporary names, then rename)."""
-    from safetensors.torch import save_file
+def _keep_old(path: Path) -> Path | None:
+    """A hard link (or copy) of ``path`` under a temporary name, to restore it if the save fails."""
+    if not path.exists():
+        return None
+    backup = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.old")
+    try:
+        os.link(path, backup)
+    except OSError:
+        import shutil
 
-    from eoseg.outputs.atomic import publish
+        shutil.copy2(path, backup)
+    return backup
+
+
+def _commit(directory: Path, weights_tmp: Path, card_tmp: Path) -> None:
+    """Rename the new weights, then the new card, into place; if the card's rename fails the old weights
+    are put back (or the new ones removed), so the directory never holds new weights with an old card."""
+    weights, card = directory / MODEL_FILE, directory / CARD_FILE
+    backup = _keep_old(weights)
+    try:
+        os.replace(weights_tmp, weights)
+        try:
+            os.replace(card_tmp, card)
+        except BaseException:
+            if backup is not None:
+                os.replace(backup, weights)
+            else:
+                weights.unlink(missing_ok=True)
+            raise
+        _fsync(directory)
+    finally:
+        if backup is not None:
+            backup.unlink(missing_ok=True)
+
+
+def save_bundle(model: nn.Module, card: ModelCard, directory: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Write ``model.safetensors`` and ``card.json`` into ``directory``.
+
+    Both are written under temporary names and flushed, then renamed weights first, card last; the card
+    records the weights' sha256, which :func:`load_bundle` checks, so an interrupted save is refused at
+    load instead of pairing new weights with an old card.
+    """
+    from safetensors.torch import save_file
 
     directory = Path(directory).expanduser()
     if not overwrite and any((directory / f).exists() for f in (MODEL_FILE, CARD_FILE)):
@@ -338,17 +436,18 @@ def save_bundle(model: nn.Module, card: ModelCard, directory: str | os.PathLike,
                                 fix="pass overwrite=True (--overwrite) or choose another directory")
     state = _cpu_state(model)
     _load_strict(build_from_card(card, directory), state, directory)  # would it load back?
-    text = card_json(card)
+    card_json(card)  # fails early (before anything is written) when the card cannot be JSON
     tmps: list[Path] = []
     try:
         directory.mkdir(parents=True, exist_ok=True)
         tmps.append(_write_temp(directory, MODEL_FILE, lambda p: save_file(state, p, metadata={"arch": card.arch})))
+        text = card_json(replace(card, weights_sha256=file_sha256(tmps[0])))
         tmps.append(_write_temp(directory, CARD_FILE, lambda p: Path(p).write_text(text, encoding="utf-8")))
-        for tmp, fname in zip(tmps, (MODEL_FILE, CARD_FILE), strict=True):
-            publish(tmp, directory / fname)
+        _commit(directory, *tmps)
     except OSError as exc:
-        for tmp in tmps:
-            tmp.unlink(missing_ok=True)
         raise OutputError(f"cannot write the bundle ({exc.strerror or exc})", path=directory,
                           fix="check the directory is writable and the disk has space") from None
+    finally:
+        for tmp in tmps:
+            tmp.unlink(missing_ok=True)
     return directory

@@ -52,10 +52,12 @@ class SceneSource(_Strict):
     kind: Literal["scene"]
     scene: Path
     roles: list[str] = Field(min_length=1)
-    bands: list[int] | None = None  # 1-based scene band indexes in role order (default: 1..len(roles))
+    bands: list[int] | None = None  # 1-based scene band indexes in role order (default: mapped as predict maps)
     labels: Path
     class_field: str = "class"  # for vector labels
     name: str | None = None
+    scale: float | list[float] | None = None  # reflectance = value × scale + offset (default: from metadata)
+    offset: float | list[float] | None = None
 
     @model_validator(mode="after")
     def _bands_match_roles(self) -> SceneSource:
@@ -141,6 +143,11 @@ class AugmentConfig(_Strict):
     brightness: float = Field(0.0, ge=0)  # ± shift in standardized units
     contrast: float = Field(0.0, ge=0, lt=1)  # ± relative
     per_band: bool = False  # brightness / contrast drawn for each band on its own
+    # sensor and scene differences: coarser pixels (a tile blurred by a random factor in [1, 1 + resolution],
+    # e.g. 2 turns 10 m Sentinel-2 into 30 m Landsat), and haze (a random shift in [0, haze] standardized units,
+    # largest in the first band and falling linearly to a fifth of it in the last: bands in wavelength order)
+    resolution: float = Field(0.0, ge=0, le=7)
+    haze: float = Field(0.0, ge=0)
 
 
 class EarlyStopConfig(_Strict):
@@ -166,7 +173,7 @@ class TrainConfig(_Strict):
     data: Path
     out: Path = Path("runs/run")
     bands: list[str] | None = None  # band roles fed to the model, in order (default: all in the dataset)
-    standardization: Literal["scene", "image", "fixed", "stretch"] = "scene"
+    standardization: Literal["scene", "image", "fixed", "stretch", "reflectance"] = "scene"
     model: ModelConfig = Field(default_factory=ModelConfig)
     loss: LossConfig = Field(default_factory=LossConfig)
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)

@@ -14,6 +14,15 @@ one side. Tiles are written raw (not standardized) as compressed ``.npz`` (``ima
 dtype, ``label`` (S, S) uint8, ``valid`` (S, S) bool); ``manifest.json`` records bands, classes, split,
 sources, each scene's statistics (mean / std / 2nd and 98th percentiles over its valid pixels, as
 :func:`eoseg.scene.preflight` computes them at predict time) and the pooled statistics of the train split.
+
+Scene sources map their bands with :func:`eoseg.scene.open_scene` and the configured roles, exactly as
+predict does (``bands:`` overrides it as ``--bands`` does), and decide their reflectance scaling with
+:func:`eoseg.radiometry.scene_scaling` (``scale`` / ``offset`` override it as ``--scale`` / ``--offset`` do).
+Each scene record holds the mapping (role, 1-based band index, band description), the scaling (or why
+there is none) and the statistics of its clipped reflectance, for the ``reflectance`` standardization.
+
+Building a dataset does not import torch; :class:`TileDataset` (the torch ``Dataset``) lives in
+:mod:`eoseg.torchdata` and is importable from here for convenience.
 """
 
 from __future__ import annotations
@@ -27,14 +36,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 from affine import Affine
 
 from eoseg.classes import COASTAL, ClassScheme
 from eoseg.config import DatasetConfig, FolderSource, SceneSource, SplitConfig
-from eoseg.errors import DatasetError, OutputExistsError
+from eoseg.errors import DatasetError, OutputExistsError, ScalingError
 from eoseg.grid import TileGrid
-from eoseg.standardize import Standardization
+from eoseg.radiometry import Scaling
+from eoseg.standardize import Standardization, reflectance
 
 MANIFEST = "manifest.json"
 SPLITS = ("train", "validation", "test")
@@ -55,6 +64,8 @@ class Sample:
     stats: dict[str, list[float] | float]
     transform: Affine = field(default_factory=Affine.identity)
     crs: str | None = None
+    bands: list[dict] | None = None  # scene sources: {role, band (1-based), description} per role
+    scaling: dict | None = None  # scene sources: the reflectance scaling, or {"error": why there is none}
 
 
 # ------------------------------------------------------------------------------------------- reading
@@ -130,20 +141,31 @@ def folder_samples(src: FolderSource) -> Iterator[tuple[str, np.ndarray, np.ndar
         yield key, np.concatenate(layers, axis=0), label, roles, paths
 
 
-def scene_sample_data(src: SceneSource) -> tuple[np.ndarray, np.ndarray, np.ndarray, object, dict]:
-    """(image, raw label with ignore outside labels, valid, Scene, stats) for a GeoTIFF source."""
+def scene_sample_data(src: SceneSource) -> tuple[np.ndarray, np.ndarray, np.ndarray, object, dict, dict]:
+    """(image, raw label with ignore outside labels, valid, Scene, stats, scaling) for a GeoTIFF source.
+
+    The bands are mapped as predict maps them; ``stats["reflectance"]`` holds the statistics of the clipped
+    reflectance when the scaling is known (``scaling`` is then ``Scaling.to_dict()``, else ``{"error": ...}``).
+    """
     from rasterio.windows import Window
 
     from eoseg.labels import load_labels
+    from eoseg.radiometry import scene_scaling
     from eoseg.scene import SceneReader, open_scene, preflight
 
-    scene = open_scene(src.scene, roles=src.roles, bands=src.bands or list(range(1, len(src.roles) + 1)),
-                       allow_ungeoreferenced=True)
-    stats = preflight(scene)
+    scene = open_scene(src.scene, roles=src.roles, bands=src.bands, allow_ungeoreferenced=True)
+    stats = _stats_dict(preflight(scene))
     with SceneReader(scene) as reader:
         image, valid = reader.read(Window(0, 0, scene.width, scene.height))
+    try:
+        scaling = scene_scaling(scene, src.scale, src.offset)
+    except ScalingError as exc:
+        scaling_record: dict = {"error": str(exc)}
+    else:
+        scaling_record = scaling.to_dict()
+        stats["reflectance"] = array_stats(reflectance(image, scaling), valid)
     label = load_labels(scene, src.labels, src.class_field)
-    return image, label, valid, scene, _stats_dict(stats)
+    return image, label, valid, scene, stats, scaling_record
 
 
 # ------------------------------------------------------------------------------------------- labels
@@ -184,7 +206,8 @@ def _stats_dict(stats) -> dict[str, list[float] | float]:
 
 
 def pooled_stats(scenes: Sequence[dict]) -> dict[str, list[float]]:
-    """Per-band mean / std of the union of scenes (weighted by valid pixels), raw and percentile-stretched."""
+    """Per-band mean / std of the union of scenes (weighted by valid pixels): raw, percentile-stretched and,
+    when every scene's units are known, clipped reflectance (``reflectance_mean`` / ``reflectance_std``)."""
     if not scenes:
         return {}
     n = np.array([(s["stats"].get("count") or s["height"] * s["width"] * s["stats"]["valid_fraction"])
@@ -199,6 +222,14 @@ def pooled_stats(scenes: Sequence[dict]) -> dict[str, list[float]]:
         pooled_var = (n * (s**2 + m**2)).sum(0) / n.sum() - pooled_mean**2
         out[f"{name}mean"] = pooled_mean.tolist()
         out[f"{name}std"] = np.sqrt(np.maximum(pooled_var, 0)).tolist()
+    if all("reflectance" in s["stats"] for s in scenes):
+        rn = np.array([s["stats"]["reflectance"]["count"] for s in scenes], dtype=np.float64)[:, None]
+        rm = np.array([s["stats"]["reflectance"]["mean"] for s in scenes])
+        rs = np.array([s["stats"]["reflectance"]["std"] for s in scenes])
+        pooled_mean = (rn * rm).sum(0) / rn.sum()
+        pooled_var = (rn * (rs**2 + rm**2)).sum(0) / rn.sum() - pooled_mean**2
+        out["reflectance_mean"] = pooled_mean.tolist()
+        out["reflectance_std"] = np.sqrt(np.maximum(pooled_var, 0)).tolist()
     return out
 
 
@@ -347,12 +378,13 @@ def iter_samples(cfg: DatasetConfig, scheme: ClassScheme) -> Iterator[Sample]:
                 valid = np.ones(label.shape, dtype=bool)
                 yield Sample(key, image, label, valid, roles, {"source": index, **paths}, array_stats(image, valid))
         else:
-            image, raw, valid, scene, stats = scene_sample_data(src)
+            image, raw, valid, scene, stats, scaling = scene_sample_data(src)
             label = apply_remap(raw, cfg.remap, scheme.ids, cfg.ignore_value, src.labels)
             label[~valid] = cfg.ignore_value
             yield Sample(src.name or scene.stem, image, label, valid, tuple(src.roles),
                          {"source": index, "scene": str(src.scene), "labels": str(src.labels)}, stats,
-                         scene.transform, scene.crs.to_string() if scene.crs else None)
+                         scene.transform, scene.crs.to_string() if scene.crs else None,
+                         scene.band_mapping, scaling)
 
 
 def make_dataset(cfg: DatasetConfig, out: str | Path | None = None, overwrite: bool = False,
@@ -407,7 +439,8 @@ def _scene_record(sample: Sample, split_cfg: SplitConfig) -> dict:
     height, width = sample.label.shape
     return {"group": group_key(sample.id, split_cfg), "height": height, "width": width,
             "dtype": str(sample.image.dtype), "paths": sample.paths, "stats": sample.stats,
-            "transform": list(sample.transform)[:6], "crs": sample.crs}
+            "transform": list(sample.transform)[:6], "crs": sample.crs, "bands": sample.bands,
+            "scaling": sample.scaling}
 
 
 def _manifest_dict(cfg: DatasetConfig, scheme: ClassScheme, roles: Sequence[str], scenes: dict, tiles: list,
@@ -445,12 +478,26 @@ def standardization_for(manifest: Manifest, mode: str, band_idx: Sequence[int]) 
         return Standardization("fixed", mean=tuple(pick("mean")), std=tuple(pick("std")))
     if mode == "stretch":
         return Standardization("stretch", mean=tuple(pick("stretched_mean")), std=tuple(pick("stretched_std")))
+    if mode == "reflectance":
+        unknown = [sid for sid, s in manifest.scenes.items() if not (s.get("scaling") or {}).get("scale")]
+        if unknown or (train and "reflectance_mean" not in train):
+            raise DatasetError(f"the units of scene(s) {', '.join(unknown) or 'in the train split'} are unknown, so "
+                               "there is no reflectance to train on", path=manifest.path,
+                               fix="use scene sources whose metadata gives the units, or set scale / offset on "
+                                   "them, and rebuild the dataset")
+        return Standardization("reflectance", mean=tuple(pick("reflectance_mean")),
+                               std=tuple(pick("reflectance_std")))
     return Standardization(mode)
 
 
 def scene_standardization(template: Standardization, scene: dict, band_idx: Sequence[int]) -> Standardization:
-    """``template`` filled with one scene's statistics (a no-op for ``image`` / ``fixed``)."""
+    """``template`` filled with one scene's statistics, or its scaling (a no-op for ``image`` / ``fixed``)."""
     stats = scene["stats"]
+    if template.needs_scaling:
+        scaling = Scaling.from_dict(scene["scaling"])
+        return template.with_scaling(Scaling(tuple(scaling.scale[i] for i in band_idx),
+                                             tuple(scaling.offset[i] for i in band_idx),
+                                             scaling.source, scaling.detail))
 
     def pick(key: str) -> list[float]:
         return [stats[key][i] for i in band_idx]
@@ -458,39 +505,9 @@ def scene_standardization(template: Standardization, scene: dict, band_idx: Sequ
     return template.with_stats(mean=pick("mean"), std=pick("std"), low=pick("p02"), high=pick("p98"))
 
 
-class TileDataset(torch.utils.data.Dataset):
-    """Standardized tiles of one split: ``(x float32 (C, S, S), y int64 (S, S), index)``.
+def __getattr__(name: str):
+    if name == "TileDataset":  # the torch Dataset, imported only when asked for (building needs no torch)
+        from eoseg.torchdata import TileDataset
 
-    Applies exactly the transform a model card records (``template`` filled per scene), so a model sees
-    in training what predict feeds it. Tiles are cached in memory after the first read.
-    """
-
-    def __init__(self, manifest: Manifest, split: str, roles: Sequence[str] | None = None,
-                 template: Standardization | None = None, cache: bool = True):
-        self.manifest = manifest
-        self.split = split
-        self.band_idx = manifest.band_indexes(roles)
-        self.template = template or Standardization("scene")
-        self.records = manifest.tiles(split)
-        self.cache: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = {} if cache else None
-        self._std = {sid: scene_standardization(self.template, s, self.band_idx)
-                     for sid, s in manifest.scenes.items()}
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def load(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Raw ``(image (C, S, S) float32 of the chosen bands, label uint8, valid bool)``."""
-        with np.load(self.manifest.path / self.records[index]["file"]) as z:
-            return z["image"][self.band_idx].astype(np.float32), z["label"], z["valid"]
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int]:
-        if self.cache is not None and index in self.cache:
-            x, y = self.cache[index]
-            return x, y, index
-        image, label, valid = self.load(index)
-        x = torch.from_numpy(self._std[self.records[index]["scene"]].apply(image, valid))
-        y = torch.from_numpy(label.astype(np.int64))
-        if self.cache is not None:
-            self.cache[index] = (x, y)
-        return x, y, index
+        return TileDataset
+    raise AttributeError(f"module 'eoseg.dataset' has no attribute {name!r}")

@@ -59,6 +59,10 @@ class ModelNotFoundError(EosegError, KeyError):
         return EosegError.__str__(self)
 
 
+class PredictionError(EosegError, ValueError):
+    """A model's output cannot be used (non-finite logits even in fp32)."""
+
+
 class BundleError(EosegError, ValueError):
     """A model bundle is missing files or is inconsistent."""
 
@@ -79,3 +83,9 @@ class ConfigError(EosegError, ValueError):
 
 class DatasetError(EosegError, ValueError):
     """Training / evaluation data is missing or inconsistent."""
+
+
+class ScalingError(EosegError, ValueError):
+    """A scene's values cannot be turned into reflectance (units unknown)."""
+
+    exit_code = 2

@@ -209,14 +209,14 @@ def write_report(report: EvaluationReport, out_dir: Path) -> list[Path]:
 
 def plot_confusion(cm: np.ndarray, names: list[str], path: Path) -> None:
     """Row-normalized confusion matrix (recall per true class) annotated with fractions and counts."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     rows = cm.sum(axis=1, keepdims=True)
     norm = np.divide(cm, rows, out=np.zeros(cm.shape, dtype=float), where=rows > 0)
-    fig, ax = plt.subplots(figsize=(1.3 * len(names) + 2, 1.1 * len(names) + 1.5))
+    fig = Figure(figsize=(1.3 * len(names) + 2, 1.1 * len(names) + 1.5))  # no pyplot, no backend switch
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
     ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
     for (i, j), v in np.ndenumerate(norm):
         ax.text(j, i, f"{v:.2f}\n{cm[i, j]:,}", ha="center", va="center", fontsize=8,
@@ -228,7 +228,6 @@ def plot_confusion(cm: np.ndarray, names: list[str], path: Path) -> None:
     ax.set_title("confusion matrix (row-normalized)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 __all__ = ["EvaluationReport", "confusion_matrix", "evaluate_bundle", "evaluate_rasters", "write_report"]

@@ -8,7 +8,8 @@ finished rows out) that the exactness tests drive directly.
 from __future__ import annotations
 
 import contextlib
-import ctypes
+import copy
+import json
 import logging
 import sys
 import time
@@ -17,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import rasterio
 import torch
 from rasterio.windows import Window
 from tqdm.auto import tqdm
@@ -25,13 +25,15 @@ from tqdm.auto import tqdm
 from eoseg.bundle import ModelBundle, load_bundle
 from eoseg.classes import NODATA_CLASS, ClassScheme
 from eoseg.device import DEVICES, PRECISIONS, autocast_dtype, resolve_device, resolve_precision
-from eoseg.errors import BundleError, ConfigError
+from eoseg.errors import BundleError, ConfigError, PredictionError
 from eoseg.grid import Tile, TileGrid, check_tile_size
 from eoseg.outputs import plan_outputs
 from eoseg.outputs.cog import RasterSink
 from eoseg.outputs.qgis import raster_qml, write_qml
 from eoseg.outputs.stac import write_stac_item
 from eoseg.outputs.vectors import write_polygons_streamed
+from eoseg.process import block_rows_cache_bytes, keep_freed_memory_mapped  # noqa: F401  (moved; old imports work)
+from eoseg.radiometry import Scaling, check_reflectance_range, scene_scaling
 from eoseg.scene import Scene, SceneReader, open_scene, preflight
 from eoseg.standardize import Standardization
 from eoseg.stitch import RowSink, StripAccumulator
@@ -39,23 +41,6 @@ from eoseg.stitch import RowSink, StripAccumulator
 log = logging.getLogger(__name__)
 
 TTA_MODES = ("none", "flip", "d4")
-MIN_GDAL_CACHE = 64 * 2**20
-
-
-def block_rows_cache_bytes(path: str | Path, rows: int = 2) -> int:
-    """Bytes of GDAL block cache holding ``rows`` full-width block rows of every band of ``path``.
-
-    rasterio.Env passes an integer GDAL_CACHEMAX to GDALSetCacheMax64, i.e. in bytes (not GDAL's "< 100000
-    means MB" rule): 64 means 64 bytes and no cache at all (measured here: tile reads 19× slower).
-    """
-    try:
-        with rasterio.open(path) as ds:
-            block_h = ds.block_shapes[0][0]
-            itemsize = np.dtype(ds.dtypes[0]).itemsize
-            need = rows * block_h * ds.width * ds.count * itemsize
-    except rasterio.errors.RasterioError:
-        return MIN_GDAL_CACHE  # open_scene reports the problem
-    return max(MIN_GDAL_CACHE, need + 16 * 2**20)
 
 
 @dataclass(frozen=True)
@@ -74,6 +59,8 @@ class PredictSettings:
     simplify: float = 0.0  # CRS units
     overwrite: bool = False
     allow_ungeoreferenced: bool = False
+    scale: float | None = None  # reflectance = value × scale + offset (overrides the scaling read from metadata)
+    offset: float | None = None
 
     def __post_init__(self) -> None:
         for name, value, allowed in (("device", self.device, DEVICES), ("precision", self.precision, PRECISIONS),
@@ -99,6 +86,8 @@ class SceneResult:
     seconds: float
     device: str
     precision: str
+    bands: tuple[dict, ...] = ()  # Scene.band_mapping: {role, band, description} per model band
+    scaling: dict | None = None  # the reflectance scaling applied (reflectance standardization)
 
     @property
     def megapixels_per_second(self) -> float:
@@ -108,27 +97,15 @@ class SceneResult:
         out_dir = self.outputs["classes"].parent
         return (f"{self.scene.name}: {self.width}×{self.height} px, {self.tiles} tiles ({self.tiles_skipped} empty "
                 f"skipped), {self.seconds:.1f} s, {self.megapixels_per_second:.2f} MP/s on {self.device}/"
-                f"{self.precision} → {len(self.outputs)} outputs in {out_dir}/")
+                f"{self.precision} → {len(self.outputs)} outputs in {out_dir}/; bands "
+                + " ".join(f"{b['role']}={b['band']}:{b['description'] or '?'}" for b in self.bands)
+                + (f"; reflectance ×{_short(self.scaling['scale'])} +{_short(self.scaling['offset'])} "
+                   f"({self.scaling['source']})" if self.scaling else ""))
 
 
-# ---------------------------------------------------------------------------------------------- devices
-
-
-def keep_freed_memory_mapped() -> None:
-    """Ask glibc to keep freed memory instead of unmapping it, so each batch does not re-fault pages.
-
-    Large tensors are otherwise mmap'ed and unmapped per batch (measured in DESIGN.md: a tiled CPU run
-    became 1.6× faster). A no-op off glibc.
-    """
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return
-    m_trim_threshold, m_mmap_max = -1, -4
-    libc.mallopt(m_mmap_max, 0)
-    libc.mallopt(m_trim_threshold, 1 << 30)
+def _short(values: Sequence[float]) -> str:
+    unique = sorted(set(values))
+    return f"{unique[0]:.4g}" if len(unique) == 1 else "[" + ",".join(f"{v:.4g}" for v in values) + "]"
 
 
 # ---------------------------------------------------------------------------------------------- forward
@@ -156,15 +133,31 @@ def _tta_transforms(mode: str) -> list[tuple[Callable, Callable]]:
     return d4
 
 
+def _on_device(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """``model`` on ``device`` in eval mode and channels_last; a model on another device is copied, not moved
+    (it may be a cached bundle's model that other users hold)."""
+    def elsewhere(t: torch.Tensor) -> bool:
+        return t.device.type != device.type or (device.index is not None and t.device.index != device.index)
+
+    if any(elsewhere(t) for t in [*model.parameters(), *model.buffers()]):
+        model = copy.deepcopy(model)
+    return model.to(device).eval().to(memory_format=torch.channels_last)
+
+
 class Forward:
-    """Batched softmax forward of one model or an ensemble, with TTA, autocast and channels_last."""
+    """Batched softmax forward of one model or an ensemble, with TTA, autocast and channels_last.
+
+    Under reduced precision (fp16 overflows above 65504) a batch whose logits are not all finite is run again
+    in fp32, with a warning, instead of letting NaN reach ``argmax`` (where it becomes class 0).
+    """
 
     def __init__(self, models: Sequence[torch.nn.Module], device: torch.device, precision: str = "fp32",
                  tta: str = "none"):
         self.device = device
         self.precision = precision
         self.transforms = _tta_transforms(tta)
-        self.models = [m.to(device).eval().to(memory_format=torch.channels_last) for m in models]
+        self.models = [_on_device(m, device) for m in models]
+        self.fp32_reruns = 0
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         """(N, C, H, W) float32 standardized → (N, K, H, W) float32 probabilities."""
@@ -173,15 +166,32 @@ class Forward:
             x = x.pin_memory().to(self.device, non_blocking=True)
         x = x.contiguous(memory_format=torch.channels_last)
         dtype = autocast_dtype(self.precision)
+        probs = self._probabilities(x, dtype)
+        if probs is None and dtype is not None:
+            self.fp32_reruns += 1
+            log.warning("non-finite logits under %s autocast in a batch of %d tile(s); running it again in fp32",
+                        self.precision, x.shape[0])
+            probs = self._probabilities(x, None)
+        if probs is None:
+            raise PredictionError("the model gives non-finite (NaN or infinite) logits in fp32", path="--model",
+                                  fix="check the model's weights (retrain or re-save the bundle)")
+        return probs.cpu().numpy()
+
+    def _probabilities(self, x: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor | None:
+        """Mean softmax over models and TTA transforms; None when any logit is not finite."""
         total = None
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=dtype or torch.float32,
                                                     enabled=dtype is not None):
+            finite = torch.ones((), dtype=torch.bool, device=x.device)
             for model in self.models:
                 for fwd, inv in self.transforms:
-                    probs = inv(torch.softmax(model(fwd(x)).float(), dim=1))
+                    logits = model(fwd(x)).float()
+                    finite = finite & torch.isfinite(logits).all()
+                    probs = inv(torch.softmax(logits, dim=1))
                     total = probs if total is None else total + probs
-        total = total / (len(self.models) * len(self.transforms))
-        return total.float().cpu().numpy()
+        if not bool(finite):  # one device sync per batch
+            return None
+        return total / (len(self.models) * len(self.transforms))
 
 
 # ---------------------------------------------------------------------------------------------- core loop
@@ -264,6 +274,11 @@ def strip_tile_reader(reader: SceneReader, grid: TileGrid, standardization: Stan
 # ---------------------------------------------------------------------------------------------- predictor
 
 
+def band_labels(scene: Scene) -> list[str]:
+    """``nir (band 4)`` for each band fed to the model, in model order."""
+    return [f"{role} (band {index})" for role, index in zip(scene.roles, scene.band_indexes, strict=True)]
+
+
 def _check_ensemble(bundles: Sequence[ModelBundle]) -> None:
     first = bundles[0].card
     for other in bundles[1:]:
@@ -294,9 +309,11 @@ class Predictor:
         self.tile_size = self.settings.tile_size or self.card.tile_size
         self.overlap = self.settings.overlap if self.settings.overlap is not None else self.card.overlap
         check_tile_size(self.tile_size, self.overlap)
+        if not self.standardization.needs_scaling and (self.settings.scale, self.settings.offset) != (None, None):
+            raise ConfigError(f"--scale / --offset apply to reflectance models; {self.card.name!r} uses "
+                              f"{self.standardization.mode!r} standardization", path="--scale",
+                              fix="drop --scale / --offset, or use a model trained on reflectance")
         self.forward = Forward([b.model for b in self.bundles], self.device, self.precision, self.settings.tta)
-        if self.device.type == "cpu":
-            keep_freed_memory_mapped()
         self._warm_up()
 
     def _warm_up(self) -> None:
@@ -313,11 +330,9 @@ class Predictor:
 
     def predict(self, path: str | Path, out_dir: str | Path, *, progress: bool | None = None,
                 stem: str | None = None) -> SceneResult:
-        # GDAL's block cache defaults to 5 % of RAM and fills with the whole scene as it is read. Overlapping
-        # tile rows only need the block rows they span, so a cache of two block rows across the scene's width keeps
-        # peak memory independent of the scene's height without decompressing any block twice per tile row.
-        with rasterio.Env(GDAL_CACHEMAX=block_rows_cache_bytes(path)):
-            return self._predict(path, out_dir, progress=progress, stem=stem)
+        """Segment one scene. Process-wide tuning (GDAL's block cache, glibc's malloc) is not touched here:
+        programs opt into it once with :func:`eoseg.process.tune_process` (the CLI and batch workers do)."""
+        return self._predict(path, out_dir, progress=progress, stem=stem)
 
     def _predict(self, path: str | Path, out_dir: str | Path, *, progress: bool | None,
                  stem: str | None) -> SceneResult:
@@ -326,21 +341,31 @@ class Predictor:
         grid = TileGrid(scene.height, scene.width, self.tile_size, self.overlap, scene.transform, scene.crs)
         paths = plan_outputs(Path(out_dir), stem or scene.stem, probabilities=self.settings.probabilities,
                              overwrite=self.settings.overwrite)
+        scaling = self._scaling(scene)
         stats = preflight(scene)
-        standardization = self.standardization.for_stats(stats)
+        standardization = self.standardization.for_stats(stats, names=band_labels(scene)).with_scaling(scaling)
+        if scaling is not None:
+            check_reflectance_range(scaling, stats.p98, scene.path)
         show = sys.stderr.isatty() if progress is None else progress
         with tqdm(total=len(grid), unit="tile", desc=scene.path.name, disable=not show, leave=False) as bar:
             counts = self._write_rasters(scene, grid, standardization, paths, bar)
-        outputs = self._finish_outputs(scene, paths)
+        outputs = self._finish_outputs(scene, paths, scaling)
         return SceneResult(scene=scene.path, outputs=outputs, height=scene.height, width=scene.width,
                            tiles=counts.total, tiles_skipped=counts.skipped,
-                           seconds=time.perf_counter() - start, device=str(self.device), precision=self.precision)
+                           seconds=time.perf_counter() - start, device=str(self.device), precision=self.precision,
+                           bands=tuple(scene.band_mapping), scaling=scaling.to_dict() if scaling else None)
+
+    def _scaling(self, scene: Scene) -> Scaling | None:
+        """The scene's values → reflectance, for models that take reflectance (None for the other modes)."""
+        if not self.standardization.needs_scaling:
+            return None
+        return scene_scaling(scene, self.settings.scale, self.settings.offset)
 
     def _write_rasters(self, scene: Scene, grid: TileGrid, standardization: Standardization, paths,
                        bar: tqdm) -> TileCounts:
         k = len(self.scheme)
         common = dict(width=scene.width, height=scene.height, crs=scene.crs, transform=scene.transform,
-                      scheme=self.scheme)
+                      scheme=self.scheme, tags=input_tags(scene, standardization))
         with RasterSink(paths.classes, count=1, dtype="uint8", nodata=NODATA_CLASS, kind="classes",
                         **common) as classes_sink, _optional_probs_sink(paths.probs, k, common) as probs_sink:
 
@@ -355,7 +380,7 @@ class Predictor:
                                  batch_size=self.settings.batch_size, keep_probabilities=probs_sink is not None,
                                  progress=bar)
 
-    def _finish_outputs(self, scene: Scene, paths) -> dict[str, Path]:
+    def _finish_outputs(self, scene: Scene, paths, scaling: Scaling | None = None) -> dict[str, Path]:
         outputs = {"classes": paths.classes}
         write_qml(paths.qml, raster_qml(self.scheme))
         outputs["style"] = paths.qml
@@ -366,9 +391,20 @@ class Predictor:
         outputs["polygons"] = paths.polygons
         write_stac_item(paths.stac, scene_path=scene.path, item_id=scene.stem, outputs=dict(outputs),
                         crs=scene.crs, transform=scene.transform, shape=scene.shape, scheme=self.scheme,
-                        properties={"eoseg:model": self.card.name, "eoseg:model_sha256": self.model_hash})
+                        properties={"eoseg:model": self.card.name, "eoseg:model_sha256": self.model_hash,
+                                    "eoseg:bands": scene.band_mapping,
+                                    "eoseg:standardization": self.standardization.mode,
+                                    "eoseg:scaling": scaling.to_dict() if scaling else None})
         outputs["stac"] = paths.stac
         return outputs
+
+
+def input_tags(scene: Scene, standardization: Standardization) -> dict[str, str]:
+    """Raster tags recording what the model read: the band mapping, standardization and reflectance scaling."""
+    tags = {"eoseg_bands": json.dumps(scene.band_mapping), "eoseg_standardization": standardization.mode}
+    if standardization.scaling is not None:
+        tags["eoseg_scaling"] = json.dumps(standardization.scaling.to_dict())
+    return tags
 
 
 def _optional_probs_sink(path: Path | None, k: int, common: dict):

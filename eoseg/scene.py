@@ -77,6 +77,18 @@ class Scene:
     band_indexes: tuple[int, ...]
     roles: tuple[str, ...]
     georeferenced: bool
+    band_descriptions: tuple[str | None, ...] = ()  # of the mapped bands, in role order
+
+    @property
+    def band_mapping(self) -> list[dict]:
+        """``[{role, band (1-based), description}]`` for each band the model reads, in role order."""
+        descriptions = self.band_descriptions or (None,) * len(self.band_indexes)
+        return [{"role": r, "band": b, "description": d}
+                for r, b, d in zip(self.roles, self.band_indexes, descriptions, strict=True)]
+
+    def describe_bands(self) -> str:
+        """``red=3:B04 green=2:B03 ...``: the chosen mapping on one line."""
+        return " ".join(f"{m['role']}={m['band']}:{m['description'] or '?'}" for m in self.band_mapping)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -110,8 +122,19 @@ def detect_sensor(name: str, tags: dict[str, str] | None = None) -> str | None:
     return None
 
 
+def scene_sensor(name: str, tags: dict[str, str] | None, descriptions: Sequence[str | None]) -> str | None:
+    """:func:`detect_sensor`, or 'sentinel2' when bands carry zero-padded codes (B02, B8A), Sentinel-2's own."""
+    sensor = detect_sensor(name, tags)
+    if sensor is None and any(d and re.fullmatch(r"B(0\d|8A)", d.strip().upper()) for d in descriptions):
+        sensor = "sentinel2"
+    return sensor
+
+
 def role_of(designation: str, sensor: str | None) -> str | None:
-    """The band role a description such as 'B02', 'SR_B5', 'B8A', 'nir' or 'Red' stands for."""
+    """The band role a description such as 'B02', 'SR_B5', 'B8A', 'nir' or 'Red' stands for.
+
+    A band number ('B1', 'band_1') means a different band for each sensor, so without a sensor it is unknown.
+    """
     text = designation.strip()
     key = re.sub(r"[\s_\-]", "", text).lower()
     if key in PLAIN_NAMES:
@@ -123,6 +146,8 @@ def role_of(designation: str, sensor: str | None) -> str | None:
     if not match:
         return None
     number = match.group(1)  # leading zeros stripped: 'B02' -> '2', 'B8A' -> '8A'
+    if sensor is None:
+        return None
     if sensor == "sentinel2":
         return SENTINEL2.get("B8A" if number == "8A" else f"B{int(number):02d}")
     table = LANDSAT_TM if sensor == "landsat_tm" else LANDSAT_OLI
@@ -155,10 +180,8 @@ def _roles_from_colorinterp(colorinterp: Sequence[ColorInterp]) -> list[str | No
 
 def scene_band_roles(ds: rasterio.io.DatasetReader, path: Path) -> list[str | None]:
     """The role of each band of an open dataset (None where unknown), from the best evidence available."""
-    sensor = detect_sensor(path.name, ds.tags())
     descriptions = list(ds.descriptions)
-    if sensor is None and any(d and re.fullmatch(r"B(0\d|8A)", d.strip().upper()) for d in descriptions):
-        sensor = "sentinel2"  # zero-padded band codes (B02, B8A) are Sentinel-2's
+    sensor = scene_sensor(path.name, ds.tags(), descriptions)
     roles: list[str | None] = [role_of(d, sensor) if d else None for d in descriptions]
     if any(roles):
         return roles
@@ -251,14 +274,31 @@ def open_scene(
                 "has no CRS or geotransform, so outputs could not be placed on a map", path=path,
                 fix="georeference it (e.g. gdal_translate -a_srs/-a_ullr) or pass --allow-ungeoreferenced",
             )
+        if georeferenced and not _has_datum(ds.crs):
+            if not allow_ungeoreferenced:
+                raise GeoreferenceError(
+                    f"has a local (engineering) CRS without a datum ({ds.crs.to_wkt()[:40]}...), so outputs could "
+                    "not be placed on a map", path=path,
+                    fix="assign a real CRS (e.g. gdal_edit.py -a_srs EPSG:32618) or pass --allow-ungeoreferenced",
+                )
+            georeferenced = False
         if not georeferenced:
-            log.warning("%s: no CRS or geotransform; outputs carry pixel coordinates", path)
+            log.warning("%s: no usable CRS or geotransform; outputs carry pixel coordinates", path)
         indexes, role_names = _resolve_bands(ds, path, roles, bands)
-        return Scene(
+        scene = Scene(
             path=path, width=ds.width, height=ds.height, count=ds.count, dtype=ds.dtypes[0],
             crs=ds.crs if georeferenced else None, transform=ds.transform if georeferenced else Affine.identity(),
             nodata=ds.nodata, band_indexes=indexes, roles=role_names, georeferenced=georeferenced,
+            band_descriptions=tuple(ds.descriptions[i - 1] for i in indexes),
         )
+    if roles is not None:
+        log.info("%s: bands %s", path.name, scene.describe_bands())
+    return scene
+
+
+def _has_datum(crs: CRS) -> bool:
+    """Whether a CRS is tied to the Earth (geographic or projected), not a local / engineering one."""
+    return bool(crs.is_geographic or crs.is_projected)
 
 
 def _resolve_bands(

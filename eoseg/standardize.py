@@ -6,25 +6,38 @@ Modes
 - ``image``: Segmentation Gym's per-image z-score with all bands pooled,
   ``(x - mean) / max(std, 1 / sqrt(N))`` (N = number of values). Per tile at predict time.
 - ``fixed``: per-band mean / std stored with the model.
-- ``stretch``: per-band percentile stretch of the scene, ``(x - p02) / (p98 - p02)``, then the stored
-  mean / std z-score. It maps any sensor's scale (DN, reflectance, 8-bit) onto the stretched range of
-  8-bit imagery such as the Ocean Beach chips, while keeping each band's contrast.
+- ``stretch``: per-band percentile stretch of the scene, ``(x - p02) / (p98 - p02)``, clipped to
+  ``STRETCH_RANGE`` (-0.5 … 1.5), then the stored mean / std z-score. It maps any sensor's scale (DN,
+  reflectance, 8-bit) onto the stretched range of 8-bit imagery such as the Ocean Beach chips, while
+  keeping each band's contrast. The clip bounds what clouds or sun glint (many spreads above p98) feed
+  the model to the range training saw, since training applies the same transform. A band that is
+  constant in the scene (p98 = p02) is fed as 0 with a warning, once per scene, naming the band.
+- ``reflectance``: the scene's values turned into reflectance by a per-scene :class:`~eoseg.radiometry.Scaling`
+  (decided once from the file's metadata by :func:`eoseg.radiometry.scene_scaling`), clipped to
+  :data:`~eoseg.radiometry.REFLECTANCE_RANGE`, then the stored per-band mean / std z-score. A pixel's value
+  does not depend on the rest of the scene.
 
 Invalid (nodata) pixels are set to 0 after the transform, i.e. to the mean.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
 
 from eoseg.errors import ConfigError
+from eoseg.radiometry import REFLECTANCE_RANGE, Scaling
 
-Mode = Literal["scene", "image", "fixed", "stretch"]
-MODES: tuple[str, ...] = ("scene", "image", "fixed", "stretch")
+Mode = Literal["scene", "image", "fixed", "stretch", "reflectance"]
+MODES: tuple[str, ...] = ("scene", "image", "fixed", "stretch", "reflectance")
 _EPS = 1e-6
+STRETCH_RANGE = (-0.5, 1.5)  # stretched values are clipped to this range (in training and prediction alike)
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -34,6 +47,7 @@ class Standardization:
     std: tuple[float, ...] | None = None
     low: tuple[float, ...] | None = None  # stretch: per-band 2nd percentile of the scene
     high: tuple[float, ...] | None = None  # stretch: per-band 98th percentile of the scene
+    scaling: Scaling | None = None  # reflectance: the scene's values → reflectance
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -46,17 +60,28 @@ class Standardization:
     def needs_scene_stats(self) -> bool:
         return self.mode in ("scene", "stretch")
 
-    def with_stats(self, mean=None, std=None, low=None, high=None) -> Standardization:
-        """A copy carrying scene statistics (for ``scene`` and ``stretch`` modes)."""
+    def with_stats(self, mean=None, std=None, low=None, high=None,
+                   names: Sequence[str] | None = None) -> Standardization:
+        """A copy carrying one scene's statistics (for ``scene`` and ``stretch`` modes); ``names`` name the
+        bands in the warning about constant bands."""
         if self.mode == "scene":
             return replace(self, mean=tup(mean), std=tup(std))
         if self.mode == "stretch":
+            warn_constant_bands(tup(low), tup(high), names)
             return replace(self, low=tup(low), high=tup(high))
         return self
 
-    def for_stats(self, stats) -> Standardization:
+    @property
+    def needs_scaling(self) -> bool:
+        return self.mode == "reflectance"
+
+    def with_scaling(self, scaling: Scaling | None) -> Standardization:
+        """A copy carrying a scene's scaling (for ``reflectance`` mode; a no-op for the others)."""
+        return replace(self, scaling=scaling) if self.needs_scaling else self
+
+    def for_stats(self, stats, names: Sequence[str] | None = None) -> Standardization:
         """A copy filled from a :class:`eoseg.scene.SceneStats` (a no-op for ``image`` / ``fixed``)."""
-        return self.with_stats(mean=stats.mean, std=stats.std, low=stats.p02, high=stats.p98)
+        return self.with_stats(mean=stats.mean, std=stats.std, low=stats.p02, high=stats.p98, names=names)
 
     def apply(self, x: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
         """Standardize ``x`` (C, H, W) float32; ``valid`` (H, W) marks the pixels that count."""
@@ -67,13 +92,36 @@ class Standardization:
         return out
 
     def _per_band(self, x: np.ndarray) -> np.ndarray:
+        if self.mode == "reflectance":
+            x = reflectance(x, self._require_scaling(x.shape[0]))
+            if self.mean is None:
+                return x
         if self.mode == "stretch":
-            low, high = self._require("low", "high", x.shape[0])
-            x = (x - low) / np.maximum(high - low, _EPS)
+            x = self._stretch(x)
             if self.mean is None:
                 return x.astype(np.float32)
         mean, std = self._require("mean", "std", x.shape[0])
         return ((x - mean) / np.maximum(std, _EPS)).astype(np.float32)
+
+    def _require_scaling(self, bands: int) -> Scaling:
+        if self.scaling is None:
+            raise ConfigError(
+                "reflectance standardization has no scaling for the scene", path="standardization",
+                fix="decide it with eoseg.radiometry.scene_scaling and pass it to Standardization.with_scaling",
+            )
+        if len(self.scaling.scale) != bands:
+            raise ConfigError(f"the scaling has {len(self.scaling.scale)} band(s) but the input has {bands}",
+                              path="standardization", fix="decide the scaling for the bands the model reads")
+        return self.scaling
+
+    def _stretch(self, x: np.ndarray) -> np.ndarray:
+        """``(x - low) / (high - low)`` clipped to ``STRETCH_RANGE``; 0 for a band with ``high - low`` ≈ 0."""
+        low, high = self._require("low", "high", x.shape[0])
+        span = high - low
+        scale = np.where(_is_constant(low, high), 0.0, 1.0 / np.where(span == 0, 1.0, span)).astype(np.float32)
+        with np.errstate(invalid="ignore"):  # ±inf nodata × 0: set to 0 with the other invalid pixels
+            out = (x - low) * scale
+        return np.clip(out, *STRETCH_RANGE, out=out)
 
     def _require(self, a: str, b: str, bands: int) -> tuple[np.ndarray, np.ndarray]:
         va, vb = getattr(self, a), getattr(self, b)
@@ -91,13 +139,40 @@ class Standardization:
         return np.asarray(va, np.float32).reshape(shape), np.asarray(vb, np.float32).reshape(shape)
 
     def to_dict(self) -> dict:
-        return {"mode": self.mode, "mean": _list(self.mean), "std": _list(self.std),
+        data = {"mode": self.mode, "mean": _list(self.mean), "std": _list(self.std),
                 "low": _list(self.low), "high": _list(self.high)}
+        if self.scaling is not None:
+            data["scaling"] = self.scaling.to_dict()
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> Standardization:
+        scaling = Scaling.from_dict(data["scaling"]) if data.get("scaling") else None
         return cls(mode=data.get("mode", "scene"), mean=tup(data.get("mean")), std=tup(data.get("std")),
-                   low=tup(data.get("low")), high=tup(data.get("high")))
+                   low=tup(data.get("low")), high=tup(data.get("high")), scaling=scaling)
+
+
+def reflectance(x: np.ndarray, scaling: Scaling) -> np.ndarray:
+    """``x`` (C, H, W) scaled to reflectance and clipped to :data:`~eoseg.radiometry.REFLECTANCE_RANGE`."""
+    return np.clip(scaling.apply(x), *REFLECTANCE_RANGE).astype(np.float32, copy=False)
+
+
+def _is_constant(low, high) -> np.ndarray:
+    low, high = np.asarray(low, np.float64), np.asarray(high, np.float64)
+    return np.abs(high - low) <= _EPS * np.maximum(1.0, np.maximum(np.abs(low), np.abs(high)))
+
+
+def warn_constant_bands(low: tuple[float, ...] | None, high: tuple[float, ...] | None,
+                        names: Sequence[str] | None = None) -> None:
+    """One warning naming every band whose stretch range is empty (p02 = p98)."""
+    if low is None or high is None:
+        return
+    constant = np.flatnonzero(_is_constant(low, high))
+    if constant.size:
+        labels = [names[i] if names is not None and i < len(names) else f"band {i + 1}" for i in constant]
+        values = ", ".join(f"{label} = {low[i]:g}" for label, i in zip(labels, constant, strict=True))
+        log.warning("stretch standardization: constant band(s) in this scene (2nd = 98th percentile): %s; "
+                    "fed to the model as 0 (check the band mapping, --bands, or the scene's nodata)", values)
 
 
 def tup(values) -> tuple[float, ...] | None:

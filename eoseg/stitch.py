@@ -2,10 +2,10 @@
 
 Each tile's class probabilities are weighted by a window that is 1 in the tile's interior and ramps
 linearly towards a tile edge only where that edge overlaps a neighbouring tile, never at the scene
-border. Weighted probabilities and weights are summed in a rolling strip one tile tall; once a tile row
-is done, every scene row above the next tile row is final, so those rows are normalized, turned into
-classes and handed to a sink, and the strip moves down. Peak memory depends on the scene width and the
-tile size, not on the scene height.
+border; the windows of all tiles sum to 1 at every pixel. Weighted probabilities and weights are summed
+in a rolling strip one tile tall; once a tile row is done, every scene row above the next tile row is
+final, so those rows are normalized, turned into classes and handed to a sink, and the strip moves down.
+Peak memory depends on the scene width and the tile size, not on the scene height.
 """
 
 from __future__ import annotations
@@ -39,11 +39,27 @@ def _overlaps(offsets: list[int], index: int, length: int) -> tuple[int, int]:
     return max(0, min(before, length)), max(0, min(after, length))
 
 
+def _axis_weights(offsets: list[int], index: int, length: int) -> np.ndarray:
+    """1-D weights of tile ``index`` along one axis, divided by the sum of every tile's ramp there.
+
+    Where two tiles overlap by the same amount on both sides, the ramps already sum to 1; a last tile pulled
+    back inside the scene can overlap two predecessors at once, and the division keeps the weights of all
+    tiles summing to exactly 1 at every pixel (a partition of unity) there too.
+    """
+    start = offsets[index]
+    total = np.zeros(length, dtype=np.float32)
+    for j, off in enumerate(offsets):
+        lo, hi = max(off, start), min(off, start) + length
+        if lo < hi:
+            total[lo - start:hi - start] += _ramp(length, *_overlaps(offsets, j, length))[lo - off:hi - off]
+    return _ramp(length, *_overlaps(offsets, index, length)) / total
+
+
 def blend_weights(grid: TileGrid, tile: Tile) -> np.ndarray:
-    """The (h, w) blending window of ``tile``: tapered only inside overlaps with neighbours."""
-    top, bottom = _overlaps(grid.row_offsets, tile.row, tile.height)
-    left, right = _overlaps(grid.col_offsets, tile.col, tile.width)
-    return np.outer(_ramp(tile.height, top, bottom), _ramp(tile.width, left, right))
+    """The (h, w) blending window of ``tile``: tapered only inside overlaps with neighbours; the windows of
+    all tiles sum to 1 at every pixel of the scene."""
+    return np.outer(_axis_weights(grid.row_offsets, tile.row, tile.height),
+                    _axis_weights(grid.col_offsets, tile.col, tile.width))
 
 
 @dataclass

@@ -209,13 +209,13 @@ def write_history(history: list[dict], path: Path) -> None:
 
 
 def plot_history(history: list[dict], path: Path, monitor: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     epochs = [r["epoch"] for r in history]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    fig = Figure(figsize=(13, 3.6))  # no pyplot, no backend switch
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 3)
     for key in ("train_loss", "val_loss"):
         axes[0].plot(epochs, [r[key] for r in history], marker=".", label=key)
     for key in ("val_miou", "val_accuracy", "val_dice"):
@@ -229,7 +229,6 @@ def plot_history(history: list[dict], path: Path, monitor: str) -> None:
     axes[1].legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def _prepare_run_dir(cfg: TrainConfig) -> Path:
@@ -373,6 +372,8 @@ def _write_bundle(model, cfg, manifest, roles, template, val_metrics, history, s
             "config": dump_config(cfg), "dataset": str(manifest.path),
             "splits": {k: v["tiles"] for k, v in manifest.data["split"]["counts"].items()},
             "groups": {k: v["groups"] for k, v in manifest.data["split"]["counts"].items()},
+            "scene_bands": {sid: {"bands": sc.get("bands"), "scaling": sc.get("scaling")}
+                            for sid, sc in manifest.scenes.items() if sc.get("bands")},
             "epochs_run": len(history), "best_epoch": stopper.best_epoch + 1,
             "monitor": cfg.early_stopping.monitor, "best_value": stopper.best, "wall_seconds": round(wall, 1),
         },

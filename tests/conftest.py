@@ -61,7 +61,7 @@ def pytest_collection_modifyitems(config, items):
 
 
 def make_bundle(directory: Path, bands=("blue", "green", "red", "nir"), tile_size=128, overlap=32, filters=4,
-                seed=0, mode="scene") -> Path:
+                seed=0, mode="scene", mean=None, std=None) -> Path:
     """A Res-UNet bundle with random (seeded) weights: enough to exercise every path of predict."""
     import torch
 
@@ -72,7 +72,7 @@ def make_bundle(directory: Path, bands=("blue", "green", "red", "nir"), tile_siz
     params = {"filters": filters}
     model = build_model("resunet", in_channels=len(bands), num_classes=4, **params)
     card = ModelCard(name=f"random-resunet-{seed}", arch="resunet", bands=tuple(bands), arch_params=params,
-                     standardization={"mode": mode, "mean": None, "std": None}, tile_size=tile_size,
+                     standardization={"mode": mode, "mean": mean, "std": std}, tile_size=tile_size,
                      overlap=overlap, description="random weights for tests")
     save_bundle(model.eval(), card, directory)
     return directory

@@ -94,3 +94,27 @@ def test_per_band_jitter_shifts_bands_independently():
     assert (shifts.std(dim=1) > 0).all() and shifts.abs().max() <= 0.8
     xs, _ = Augmenter(AugmentConfig(**common, per_band=False), seed=3)(x, y)
     assert (xs[:, :, 0, 0].std(dim=1) == 0).all()  # the default shifts all bands alike
+
+
+def test_coarsen_averages_blocks_and_keeps_size():
+    from eoseg.augment import coarsen
+
+    x = torch.zeros(1, 1, 8, 8)
+    x[..., ::2, ::2] = 4.0  # a 2 × 2 checker: one bright pixel in each 2 × 2 block
+    out = coarsen(x, 2.0)
+    assert out.shape == x.shape
+    assert torch.allclose(out, torch.ones_like(out))  # block means are 1 everywhere, bilinear keeps a constant
+    assert torch.equal(coarsen(x, 1.0), x)
+
+
+def test_resolution_and_haze_change_images_not_labels():
+    x, y = blocks(4)
+    x = torch.cat([x, x], dim=1)  # 4 bands
+    cfg = AugmentConfig(hflip=False, rotation=0, shift=0, zoom=0, resolution=2.0, haze=0.5)
+    xa, ya = Augmenter(cfg, seed=1)(x, y)
+    assert torch.equal(ya, y)
+    shift = (xa - Augmenter(AugmentConfig(hflip=False, rotation=0, shift=0, zoom=0, resolution=2.0),
+                            seed=1)(x, y)[0]).mean(dim=(2, 3))
+    # haze: positive, largest in the first band, falling to a fifth of it in the last
+    assert (shift[:, 0] >= shift[:, -1]).all() and (shift >= 0).all() and (shift[:, 0] > 0).any()
+    assert torch.allclose(shift[:, -1], shift[:, 0] * 0.2, atol=1e-4)

@@ -263,3 +263,74 @@ def test_stretch_mode_stores_pooled_stretched_stats_and_fills_scene_percentiles(
     assert filled.low == pytest.approx([scene["stats"]["p02"][i] for i in idx])
     assert filled.high == pytest.approx([scene["stats"]["p98"][i] for i in idx])
     assert filled.mean == template.mean  # the stored z-score stays; only the scene's percentiles change
+
+
+def test_scene_source_maps_bands_as_predict_does(tmp_path, bundle_factory):
+    """A red/green/blue dataset from the Sentinel-2 crop (B02 B03 B04 ...) holds B04, B03, B02, as predict reads."""
+    from eoseg.predict import Predictor, PredictSettings
+
+    scene = DATA / "s2_virginia_10m_6band_crop.tif"
+    _label_raster(scene, tmp_path / "labels.tif")
+    cfg = validate(DatasetConfig, {
+        "sources": [{"kind": "scene", "scene": str(scene), "roles": ["red", "green", "blue"],
+                     "labels": str(tmp_path / "labels.tif"), "name": "v"}],
+        "tile_size": 128, "overlap": 0, "remap": {7: 0},
+        "split": {"train": 1.0, "validation": 0.0, "test": 0.0, "group_by": "scene"}})
+    m = make_dataset(cfg, tmp_path / "ds")
+    record = m.scenes["v"]
+    assert [(b["role"], b["band"], b["description"]) for b in record["bands"]] == [
+        ("red", 3, "B04"), ("green", 2, "B03"), ("blue", 1, "B02")]
+    with rasterio.open(scene) as ds:
+        raw = ds.read([3, 2, 1], window=((0, 128), (0, 128)))
+    with np.load(m.path / next(t["file"] for t in m.tiles() if t["window"][:2] == [0, 0])) as z:
+        np.testing.assert_array_equal(z["image"], raw.astype(np.float32))
+    predict_scene = Predictor(bundle_factory(tmp_path / "b", bands=("red", "green", "blue")),
+                              PredictSettings(precision="fp32")).open(scene)
+    assert [b["band"] for b in record["bands"]] == list(predict_scene.band_indexes)
+
+
+def test_scene_source_records_scaling_and_reflectance_stats(tmp_path):
+    from eoseg.torchdata import TileDataset
+
+    scene = DATA / "s2_virginia_10m_6band_crop.tif"
+    _label_raster(scene, tmp_path / "labels.tif")
+    cfg = validate(DatasetConfig, {
+        "sources": [{"kind": "scene", "scene": str(scene), "roles": ["blue", "green", "red", "nir", "swir1"],
+                     "labels": str(tmp_path / "labels.tif"), "name": "v"}],
+        "tile_size": 128, "overlap": 0, "remap": {7: 0},
+        "split": {"train": 1.0, "validation": 0.0, "test": 0.0, "group_by": "scene"}})
+    m = make_dataset(cfg, tmp_path / "ds")
+    record = m.scenes["v"]
+    assert record["scaling"]["source"] == "sentinel2" and record["scaling"]["scale"] == pytest.approx([1e-4] * 5)
+    refl = record["stats"]["reflectance"]
+    assert refl["mean"] == pytest.approx(np.array(record["stats"]["mean"]) / 1e4, rel=0.01)
+    idx = m.band_indexes(["red", "swir1"])
+    template = standardization_for(m, "reflectance", idx)
+    assert template.mean == pytest.approx(tuple(refl["mean"][i] for i in idx))
+    ds = TileDataset(m, "train", ["red", "swir1"], template)
+    image, _, valid = ds.load(0)
+    x = ds[0][0].numpy()
+    expected = (np.clip(image / 1e4, -0.1, 1.5) - np.reshape(template.mean, (2, 1, 1))) / np.reshape(template.std,
+                                                                                                      (2, 1, 1))
+    np.testing.assert_allclose(x[:, valid], expected[:, valid], rtol=1e-5, atol=1e-5)
+    # units unknown: a reflectance model cannot be trained on it
+    unknown = cfg.model_copy(update={"sources": [cfg.sources[0].model_copy(
+        update={"scene": DATA / "l8_collar_crop.tif", "roles": ["red", "green", "blue"]})]})
+    _label_raster(DATA / "l8_collar_crop.tif", tmp_path / "labels.tif")
+    m2 = make_dataset(unknown, tmp_path / "ds2")
+    assert "cannot tell the units" in m2.scenes["v"]["scaling"]["error"]
+    with pytest.raises(DatasetError, match="units"):
+        standardization_for(m2, "reflectance", [0, 1, 2])
+    scaled = make_dataset(unknown.model_copy(update={"sources": [unknown.sources[0].model_copy(
+        update={"scale": 2e-5, "offset": -0.1})]}), tmp_path / "ds3")
+    assert scaled.scenes["v"]["scaling"]["source"] == "user"
+
+
+def test_building_datasets_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, eoseg.dataset, eoseg.config, eoseg.radiometry; from eoseg.dataset import make_dataset; "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False", out.stderr

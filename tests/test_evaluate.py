@@ -99,3 +99,14 @@ def test_rasters_must_share_a_grid(tmp_path):
         evaluate_rasters(a, b)
     with pytest.raises(DatasetError, match="does not exist"):
         evaluate_rasters(tmp_path / "none.tif", b)
+
+
+def test_confusion_plot_leaves_the_matplotlib_backend_alone(tmp_path, monkeypatch):
+    import matplotlib
+
+    from eoseg.evaluate import plot_confusion
+
+    switches = []
+    monkeypatch.setattr(matplotlib, "use", lambda *a, **k: switches.append(a))
+    plot_confusion(np.array([[5, 1], [0, 4]]), ["water", "sand"], tmp_path / "cm.png")
+    assert switches == [] and (tmp_path / "cm.png").read_bytes()[:4] == b"\x89PNG"

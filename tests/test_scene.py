@@ -159,3 +159,64 @@ def test_read_window_pads_by_reflection_and_marks_padding_invalid(s2_scene, tmp_
     assert data.shape == (4, 64, 64) and valid.shape == (64, 64)
     assert valid[:37, :53].all() and not valid[37:].any() and not valid[:, 53:].any()
     np.testing.assert_array_equal(data[:, 37, :53], data[:, 35, :53])  # reflected row
+
+
+def write_bands(path, descriptions, colorinterp=None, crs="EPSG:32618"):
+    profile = dict(driver="GTiff", width=16, height=16, count=len(descriptions), dtype="uint16", crs=crs,
+                   transform=rasterio.transform.from_origin(400000, 4100000, 10, 10))
+    with rasterio.open(path, "w", **profile) as ds:
+        ds.write(np.ones((len(descriptions), 16, 16), np.uint16))
+        ds.descriptions = descriptions
+        if colorinterp:
+            ds.colorinterp = colorinterp
+    return path
+
+
+def test_bare_band_numbers_without_a_sensor_are_unknown(tmp_path):
+    """An R, G, B, NIR export with bands named B1..B4 must not be read with Landsat 8 numbering (B4 = red)."""
+    export = write_bands(tmp_path / "export.tif", ("B1", "B2", "B3", "B4"))
+    with pytest.raises(BandMappingError, match="--bands"):
+        open_scene(export, roles=("red", "green", "blue"))
+    assert role_of("B4", None) is None and role_of("band_1", None) is None
+    from rasterio.enums import ColorInterp as CI
+
+    coloured = write_bands(tmp_path / "coloured.tif", ("band_1", "band_2", "band_3", "band_4"),
+                           colorinterp=[CI.red, CI.green, CI.blue, CI.undefined])
+    assert open_scene(coloured, roles=("red", "green", "blue")).band_indexes == (1, 2, 3)
+    landsat = write_bands(tmp_path / "LC08_L1TP_042034_20200821_export.tif", ("B1", "B2", "B3", "B4"))
+    assert open_scene(landsat, roles=("red", "green", "blue")).band_indexes == (4, 3, 2)
+
+
+def test_chosen_mapping_is_carried_and_logged(s2_scene, caplog):
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="eoseg.scene"):
+        scene = open_scene(s2_scene, roles=("red", "green", "blue"))
+    assert scene.band_descriptions == ("B04", "B03", "B02")
+    assert scene.band_mapping[0] == {"role": "red", "band": 3, "description": "B04"}
+    assert "red=3:B04 green=2:B03 blue=1:B02" in caplog.text
+
+
+def test_local_crs_without_datum_is_refused_at_open(tmp_path):
+    local = ('LOCAL_CS["site grid",LOCAL_DATUM["site",32767],UNIT["metre",1],'
+             'AXIS["Easting",EAST],AXIS["Northing",NORTH]]')
+    path = write_bands(tmp_path / "local.tif", ("red", "green", "blue"), crs=rasterio.crs.CRS.from_wkt(local))
+    with rasterio.open(path) as ds:
+        assert ds.crs is not None  # GDAL kept the local CRS
+    with pytest.raises(GeoreferenceError, match="local .*without a datum.*--allow-ungeoreferenced"):
+        open_scene(path, roles=("red", "green", "blue"))
+    scene = open_scene(path, roles=("red", "green", "blue"), allow_ungeoreferenced=True)
+    assert scene.crs is None and not scene.georeferenced
+
+
+@pytest.mark.parametrize("name, nir, swir1, swir2", [
+    ("LT04_L1TP_042034_19890821_T1.tif", "B4", "B5", "B7"),
+    ("LT05_L2SP_042034_20000821_20200905_02_T1.tif", "SR_B4", "SR_B5", "SR_B7"),
+    ("LE07_L1TP_042034_20170815_T1.tif", "B4", "B5", "B7"),
+    ("LC08_L1TP_042034_20200821_T1.tif", "B5", "B6", "B7"),
+    ("LC09_L2SP_042034_20220821_20220905_02_T1.tif", "SR_B5", "SR_B6", "SR_B7"),
+    ("S2B_MSIL2A_20230110T155509_N0509_R011_T18SVG.tif", "B08", "B11", "B12"),
+])
+def test_five_band_roles_for_landsat_4_to_9_and_sentinel2(name, nir, swir1, swir2):
+    sensor = detect_sensor(name)
+    assert (role_of(nir, sensor), role_of(swir1, sensor), role_of(swir2, sensor)) == ("nir", "swir1", "swir2")

@@ -90,3 +90,78 @@ def test_strip_memory_does_not_depend_on_scene_height():
     small = StripAccumulator(TileGrid(512, 1000, 128, 16), 4, lambda *a: None)
     tall = StripAccumulator(TileGrid(16 * 512, 1000, 128, 16), 4, lambda *a: None)
     assert small.nbytes == tall.nbytes
+
+
+def _weight_sum(grid: TileGrid) -> np.ndarray:
+    total = np.zeros((grid.height, grid.width), np.float64)
+    for tile in grid:
+        total[tile.row_off:tile.row_off + tile.height, tile.col_off:tile.col_off + tile.width] += \
+            blend_weights(grid, tile)
+    return total
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_blend_weights_are_a_partition_of_unity(seed):
+    """The windows of all tiles sum to exactly 1 at every pixel, also where a pulled-back last tile overlaps
+    two neighbours at once."""
+    rng = np.random.default_rng(seed)
+    size = int(rng.choice([32, 64, 96, 128]))
+    grid = TileGrid(int(rng.integers(20, 400)), int(rng.integers(20, 400)), size, int(rng.integers(0, size // 2 + 1)))
+    np.testing.assert_allclose(_weight_sum(grid), 1.0, atol=1e-6)
+
+
+def test_partition_of_unity_with_a_last_tile_overlapping_two_neighbours():
+    grid = TileGrid(211, 250, 128, 47)
+    assert grid.row_offsets == [0, 81, 83]  # rows 83..128 lie in three tiles
+    np.testing.assert_allclose(_weight_sum(grid), 1.0, atol=1e-6)
+    for tile in grid:
+        assert (blend_weights(grid, tile) > 0).all()
+
+
+class PositionDependent(torch.nn.Module):
+    """Per-pixel logits plus a bias that depends on the pixel's position inside the tile: tiled ≠ untiled, so
+    where each tile lands and with which weight shows in the result."""
+
+    def __init__(self, channels: int, classes: int, size: int, seed: int):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.out_channels = classes
+        self.conv = torch.nn.Conv2d(channels, classes, kernel_size=1)
+        self.bias = torch.nn.Parameter(3 * torch.randn(1, classes, size, size))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x) + self.bias[..., :x.shape[-2], :x.shape[-1]]
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(axis=0, keepdims=True))
+    return e / e.sum(axis=0, keepdims=True)
+
+
+@pytest.mark.parametrize(("h", "w", "size", "overlap", "batch"), [(150, 170, 64, 16, 3), (211, 250, 128, 47, 2),
+                                                                   (40, 300, 64, 32, 4), (97, 97, 32, 0, 1)])
+def test_stitch_is_the_weighted_mean_of_tile_predictions(h, w, size, overlap, batch):
+    """Σ wᵢ pᵢ / Σ wᵢ computed tile by tile with plain numpy (float64) matches the streamed result."""
+    rng = np.random.default_rng(h)
+    data = rng.normal(size=(3, h, w)).astype(np.float32)
+    model = PositionDependent(3, 4, size, seed=w)
+    _, probs, _, _ = stitched(data, np.ones((h, w), bool), size, overlap, model, batch_size=batch)
+    grid = TileGrid(h, w, size, overlap)
+    conv_w = model.conv.weight.detach().numpy()[:, :, 0, 0].astype(np.float64)
+    conv_b = model.conv.bias.detach().numpy().astype(np.float64)
+    bias = model.bias.detach().numpy()[0].astype(np.float64)
+    num = np.zeros((4, h, w))
+    den = np.zeros((h, w))
+    for tile in grid:
+        rows = slice(tile.row_off, tile.row_off + tile.height)
+        cols = slice(tile.col_off, tile.col_off + tile.width)
+        logits = np.einsum("kc,chw->khw", conv_w, data[:, rows, cols]) + conv_b[:, None, None]
+        p = _softmax(logits + bias[:, :tile.height, :tile.width])
+        weight = blend_weights(grid, tile)
+        num[:, rows, cols] += weight * p
+        den[rows, cols] += weight
+    expected = num / den
+    np.testing.assert_allclose(probs, expected, atol=2e-5)
+    untiled = _softmax(np.einsum("kc,chw->khw", conv_w, data) + conv_b[:, None, None]
+                       + np.pad(bias, ((0, 0), (0, max(0, h - size)), (0, max(0, w - size))))[:, :h, :w])
+    assert np.abs(expected - untiled).max() > 0.05  # the model really is position-dependent

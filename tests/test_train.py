@@ -77,6 +77,12 @@ def test_run_directory_and_bundle(run):
     assert list(card.bands) == ["red", "green", "blue", "nir"]
     assert card.standardization["mode"] == "scene"
     assert card.metrics["validation"]["mean_iou"] == pytest.approx(run.val_metrics["mean_iou"])
+    # the card's validation metrics were computed with the best epoch's weights: the bundle stores exactly those
+    best = torch.load(d / "checkpoint.pt", weights_only=False)["best_state"]
+    stored = bundle.model.state_dict()
+    assert best.keys() == stored.keys()
+    for key, value in best.items():
+        assert stored[key].dtype == value.dtype and torch.equal(stored[key], value.cpu()), key
     assert card.training["groups"]["test"] and card.training["best_epoch"] == run.best_epoch
     x = torch.zeros(1, 4, 64, 64)
     assert bundle.model(x).shape == (1, 4, 64, 64)
@@ -122,3 +128,116 @@ def test_early_stopping_and_precision():
     assert resolve_precision("bf16", torch.device("cpu")) == torch.bfloat16
     with pytest.raises(ConfigError, match="fp16"):
         resolve_precision("fp16", torch.device("cpu"))
+
+
+def test_reflectance_model_from_a_scene_source_records_its_bands(tmp_path):
+    """Train on the Sentinel-2 crop in reflectance mode: the card keeps the statistics, mapping and scaling."""
+    import json
+
+    import numpy as np
+    import rasterio
+
+    from eoseg.predict import predict_scene
+
+    scene = Path(__file__).parent / "data" / "s2_virginia_10m_6band_crop.tif"
+    with rasterio.open(scene) as ds:
+        profile = {"driver": "GTiff", "height": ds.height, "width": ds.width, "count": 1, "dtype": "uint8",
+                   "crs": ds.crs, "transform": ds.transform}
+    label = np.full((profile["height"], profile["width"]), 3, np.uint8)
+    label[:, :100] = 0
+    with rasterio.open(tmp_path / "labels.tif", "w", **profile) as dst:
+        dst.write(label, 1)
+    dataset = make_dataset(validate(DatasetConfig, {
+        "sources": [{"kind": "scene", "scene": str(scene), "roles": ["blue", "green", "red", "nir", "swir1"],
+                     "labels": str(tmp_path / "labels.tif"), "name": "virginia"}],
+        "tile_size": 128, "overlap": 0,
+        "split": {"train": 1.0, "validation": 0.0, "test": 0.0, "group_by": "scene"}}), tmp_path / "ds")
+    dataset.data["split"]["counts"]["validation"] = dataset.data["split"]["counts"]["train"]
+    for t in dataset.data["tiles"][:1]:
+        t["split"] = "validation"
+    (dataset.path / "manifest.json").write_text(json.dumps(dataset.data))
+    result = train(train_config(dataset.path, tmp_path / "run", epochs=1, standardization="reflectance",
+                                bands=["red", "swir1"]))
+    card = json.loads((result.bundle / "card.json").read_text())
+    refl = dataset.scenes["virginia"]["stats"]["reflectance"]
+    assert card["standardization"]["mode"] == "reflectance"
+    assert card["standardization"]["mean"] == pytest.approx([refl["mean"][2], refl["mean"][4]])
+    bands = card["training"]["scene_bands"]["virginia"]
+    assert [(b["role"], b["band"], b["description"]) for b in bands["bands"]][2:] == [
+        ("red", 3, "B04"), ("nir", 4, "B08"), ("swir1", 5, "B11")]
+    assert bands["scaling"]["source"] == "sentinel2"
+    out = predict_scene(scene, result.bundle, tmp_path / "pred", precision="fp32")
+    assert out.scaling["scale"] == pytest.approx([1e-4, 1e-4])
+
+
+@pytest.mark.parametrize("loss", ["cce", "dice_focal", "lovasz"])
+def test_ignore_label_training_step(loss):
+    """One training step on a batch whose labels are partly 255 is the step on the labelled pixels alone.
+
+    The reference gathers the labelled pixels' logits out of the batch (255 pixels cropped away) and
+    takes the same SGD step by hand; the parameters must come out the same. A batch that is all 255
+    must leave the model unchanged: 255 never reaches the loss as a class.
+    """
+    import copy
+
+    from eoseg.augment import Augmenter
+    from eoseg.config import AugmentConfig
+    from eoseg.losses import build_loss
+    from eoseg.models import build_model
+    from eoseg.train import train_epoch
+
+    torch.manual_seed(0)
+    model = build_model("resunet", 4, 4, filters=4)
+    x = torch.randn(2, 4, 64, 64)
+    y = torch.randint(0, 4, (2, 64, 64))
+    ignored = torch.zeros(2, 64, 64, dtype=torch.bool)
+    ignored[0, :, 40:] = True  # a block of unsure pixels, as eoseg label leaves them
+    ignored |= torch.rand(2, 64, 64) < 0.3  # and scattered ones
+    y[ignored] = 255
+    loss_fn = build_loss(loss, 4)
+    no_augment = Augmenter(AugmentConfig(enabled=False))
+    lr = 0.5
+
+    def step(labels):
+        m = copy.deepcopy(model)
+        torch.manual_seed(1)  # the same dropout masks in every run
+        value = train_epoch(m, [(x, labels, None)], loss_fn, torch.optim.SGD(m.parameters(), lr=lr), no_augment,
+                            torch.device("cpu"), None, None)
+        return m, value
+
+    stepped, value = step(y)
+    reference = copy.deepcopy(model)
+    reference.train()
+    torch.manual_seed(1)
+    logits = reference(x)
+    keep = ~ignored
+    kept_logits = logits.permute(0, 2, 3, 1)[keep].T.reshape(1, 4, -1, 1)  # (1, C, P, 1): only labelled pixels
+    ref_loss = loss_fn(kept_logits, y[keep].reshape(1, -1, 1))
+    ref_loss.backward()
+    assert value == pytest.approx(float(ref_loss.detach()), rel=1e-5)
+    moved = 0.0
+    with torch.no_grad():
+        for (name, p), q, p0 in zip(stepped.named_parameters(), reference.parameters(), model.parameters(),
+                                    strict=True):
+            expected = p0 - lr * q.grad if q.grad is not None else p0
+            torch.testing.assert_close(p, expected, rtol=1e-4, atol=1e-6, msg=name)
+            moved += float((p - p0).abs().sum())
+    assert moved > 0
+
+    frozen, value = step(torch.full_like(y, 255))
+    assert value == 0.0
+    for p, p0 in zip(frozen.parameters(), model.parameters(), strict=True):
+        assert torch.equal(p, p0)
+
+
+def test_history_plot_leaves_the_matplotlib_backend_alone(tmp_path, monkeypatch):
+    import matplotlib
+
+    from eoseg.train import plot_history
+
+    switches = []
+    monkeypatch.setattr(matplotlib, "use", lambda *a, **k: switches.append(a))
+    history = [{"epoch": e, "lr": 1e-3 / e, "train_loss": 1.0 / e, "val_loss": 1.1 / e, "val_miou": 0.1 * e}
+               for e in (1, 2)]
+    plot_history(history, tmp_path / "curves.png", "val_miou")
+    assert switches == [] and (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"

@@ -68,4 +68,8 @@ predict_settings_opts = _compose(
     click.option("--simplify", type=float, default=0.0, show_default=True, help="Simplify polygons (CRS units)."),
     overwrite_opt,
     allow_ungeo_opt,
+    click.option("--scale", type=float, default=None,
+                 help="Reflectance = value × scale + offset, overriding what the file's metadata says "
+                      "(models with reflectance standardization; e.g. 0.0001 for reflectance × 10000)."),
+    click.option("--offset", type=float, default=None, help="Offset added after --scale (default 0)."),
 )

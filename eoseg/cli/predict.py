@@ -27,8 +27,10 @@ def command(ctx: click.Context, scenes: tuple[Path, ...], models: tuple[str, ...
     Example: eoseg predict scene.tif --model resunet --out results/
     """
     from eoseg.predict import Predictor, PredictSettings
+    from eoseg.process import tune_process
 
     predictor = Predictor(list(models), PredictSettings(**settings))
+    tune_process(scenes, cpu=predictor.device.type == "cpu")  # a program's own process: tune it once
     failures = 0
     show = not quiet and sys.stderr.isatty()
     for scene in scenes:

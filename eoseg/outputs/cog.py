@@ -182,7 +182,7 @@ class RasterSink:
     def __init__(
         self, final_path: Path, width: int, height: int, count: int, dtype: str | np.dtype,
         crs: CRS | None, transform: Affine, nodata: float | None, kind: Kind, scheme: ClassScheme,
-        band_names: list[str] | None = None,
+        band_names: list[str] | None = None, tags: dict[str, str] | None = None,
     ):
         if kind not in ("classes", "probs"):
             raise ValueError(f"kind must be 'classes' or 'probs', not {kind!r}")
@@ -197,6 +197,7 @@ class RasterSink:
         if len(self.band_names) != self.count:
             raise ValueError(f"{len(self.band_names)} band names for {self.count} bands")
         self.stage_path = temporary_path(self.final_path, tag="stage")
+        self.tags = dict(tags or {})  # extra dataset tags (e.g. the input's band mapping and scaling)
         self._ds = None
 
     def _default_band_names(self) -> list[str]:
@@ -213,6 +214,8 @@ class RasterSink:
                 _write_class_metadata(self._ds, self.scheme)
             else:
                 _write_prob_metadata(self._ds, self.scheme, self.band_names)
+            if self.tags:
+                self._ds.update_tags(**self.tags)
         except Exception as exc:
             self._abort()
             raise OutputError(f"cannot create a temporary raster ({exc})", path=self.final_path,

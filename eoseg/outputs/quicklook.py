@@ -21,9 +21,11 @@ def _decimated_shape(height: int, width: int, max_side: int) -> tuple[int, int]:
     return max(1, height // factor), max(1, width // factor)
 
 
-def true_colour(scene_path: Path, shape: tuple[int, int], bands: tuple[int, ...] | None = None) -> np.ndarray:
-    """(H, W, 3) floats in 0..1: red, green, blue stretched between their 2nd and 98th percentiles."""
-    scene = open_scene(scene_path, roles=("red", "green", "blue"), bands=bands, allow_ungeoreferenced=True)
+def true_colour(scene_path: Path, shape: tuple[int, int], bands: tuple[int, ...] | None = None,
+                roles: tuple[str, str, str] = ("red", "green", "blue")) -> np.ndarray:
+    """(H, W, 3) floats in 0..1: red, green, blue (or other ``roles``) stretched between their 2nd and 98th
+    percentiles."""
+    scene = open_scene(scene_path, roles=roles, bands=bands, allow_ungeoreferenced=True)
     with rasterio.open(scene_path) as ds:
         data = ds.read(list(scene.band_indexes), out_shape=(3, *shape), resampling=Resampling.nearest,
                        out_dtype="float32")
@@ -50,10 +52,8 @@ def write_quicklook(scene_path: str | Path, classes_path: str | Path, png_path: 
                     *, title: str | None = None, bands: tuple[int, ...] | None = None,
                     max_side: int = MAX_SIDE) -> Path:
     """Write a PNG with the true-colour scene (left) and its classes (right) and a class legend."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
     from matplotlib.patches import Patch
 
     scene_path, png_path = Path(scene_path), Path(png_path)
@@ -64,7 +64,9 @@ def write_quicklook(scene_path: str | Path, classes_path: str | Path, png_path: 
     aspect = min(max(shape[1] / shape[0], 0.25), 2.5)  # width / height of one panel
     panel_h = 5.0
     fig_w = max(2 * panel_h * aspect + 1.0, 7.5)  # wide enough for titles and the legend
-    fig, axes = plt.subplots(1, 2, figsize=(fig_w, panel_h + 1.2), dpi=110)
+    fig = Figure(figsize=(fig_w, panel_h + 1.2), dpi=110)  # no pyplot: the caller's backend is left alone
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 2)
     axes[0].imshow(rgb)
     axes[0].set_title("true colour", fontsize=9)
     axes[1].set_facecolor("#303030")
@@ -80,5 +82,4 @@ def write_quicklook(scene_path: str | Path, classes_path: str | Path, png_path: 
     fig.tight_layout(rect=(0, 0.07, 1, 0.95))
     with atomic_write(png_path) as tmp:
         fig.savefig(tmp, format="png")
-    plt.close(fig)
     return png_path

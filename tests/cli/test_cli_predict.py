@@ -132,3 +132,15 @@ def test_tile_command_writes_tiles_labels_and_index(s2_scene, tmp_path):
     refuse = run("tile", s2_scene, "--size", "128", "--out", tmp_path / "t")
     assert refuse.exit_code == 1
     shutil.rmtree(tmp_path / "t")
+
+
+def test_scale_option_for_reflectance_models(collar_scene, bundle_factory, tmp_path):
+    bundle = bundle_factory(tmp_path / "rgb", bands=("red", "green", "blue"), mode="reflectance",
+                            mean=(0.1, 0.1, 0.1), std=(0.1, 0.1, 0.1))
+    refused = run("predict", collar_scene, "--model", bundle, "--out", tmp_path / "a", "--precision", "fp32")
+    assert refused.exit_code == 2
+    one_line_error(refused, "cannot tell the units", "--scale")
+    ok = run("predict", collar_scene, "--model", bundle, "--out", tmp_path / "b", "--precision", "fp32",
+             "--scale", "2e-5", "--offset", "-0.1")
+    assert ok.exit_code == 0, ok.output
+    assert "reflectance ×2e-05 +-0.1 (user)" in ok.output and "red=3:B4" in ok.output

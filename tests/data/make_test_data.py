@@ -45,6 +45,12 @@ def main() -> None:
     # Landsat 8 DN, whole-scene footprint corner with its slanted (rotated) nodata collar.
     crop(scenes / "landsat8_150m_footprints/LC81070352015122LGN00_B2B3B4_150m.tif",
          HERE / "l8_collar_crop.tif", Window(1120, 1278, 400, 300))
+    # Landsat 8 Level-1 DN, all bands, with its original MTL file (radiometric rescaling, sun elevation).
+    # The crop's name starts with the product id, as the MTL lookup expects.
+    allbands = scenes / "landsat8_allbands_crop"
+    crop(allbands / "LC80200392015216LGN00_crop_30m_11band.tif",
+         HERE / "LC80200392015216LGN00_l1_crop.tif", Window(300, 300, 40, 32))
+    shutil.copy(allbands / "LC80200392015216LGN00_MTL.txt", HERE / "LC80200392015216LGN00_MTL.txt")
     # Sentinel-2 4-band scene without CRS or geotransform (Long Island).
     crop(scenes / "coastal_tiles/2015-09-01-15-51-33_S2_ID_ggo1_datetime11-01-23__12_43_49_ms_dup1.tif",
          HERE / "s2_no_crs_crop_ms.tif", Window(100, 100, 96, 96))

@@ -100,12 +100,40 @@ def test_assets_media_types_roles_and_relative_hrefs(s2_item):
         assert not os.path.isabs(asset["href"]) and "://" not in asset["href"]
 
 
-def test_validates_against_the_schemas_when_possible(s2_item):
-    pytest.importorskip("jsonschema", reason="pystac validation needs jsonschema (not installed)")
-    try:
-        pystac.Item.from_dict(s2_item).validate()
-    except OSError as exc:  # the schemas are fetched over the network
-        pytest.skip(f"STAC schemas unreachable offline: {exc}")
+@pytest.fixture
+def offline_validator(monkeypatch):
+    """pystac's jsonschema validator with every schema local: the core ones pystac ships, the projection and
+    classification extension schemas from tests/data/stac_schemas; any network access fails the test."""
+    import socket
+
+    from pystac.validation import JsonSchemaSTACValidator, RegisteredValidator
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"network access during STAC validation: {args!r}")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    validator = JsonSchemaSTACValidator()
+    for path in sorted((DATA / "stac_schemas").glob("*.json")):
+        schema = json.loads(path.read_text())
+        validator.schema_cache[schema["$id"].rstrip("#")] = schema
+    monkeypatch.setattr(RegisteredValidator, "_validator", validator)
+    return validator
+
+
+def test_validates_against_the_stac_schemas(s2_item, offline_validator):
+    import jsonschema  # noqa: F401  (a test requirement: no silent skip without it)
+
+    item = pystac.Item.from_dict(s2_item)
+    validated = item.validate()
+    assert any(uri.startswith(PROJ) for uri in validated) and any(uri.startswith(CLASSIFICATION) for uri in validated)
+    broken = json.loads(json.dumps(s2_item))
+    classes = broken["assets"]["classes"].get("classification:classes") or broken["properties"].get(
+        "classification:classes")
+    assert classes, "the item describes its classes"
+    del classes[0]["value"]  # a class without its raster value
+    with pytest.raises(pystac.errors.STACValidationError):
+        pystac.Item.from_dict(broken).validate()
 
 
 def test_no_crs_gives_null_geometry(tmp_path):

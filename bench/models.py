@@ -1,0 +1,332 @@
+"""Benchmark: packaged models vs a per-pixel classifier vs CoastSat's published classifiers, by held-out site.
+
+Data: the held-out test blocks cut by ``training/make_data.py`` (``data/ms/test``: one block per labelled site,
+never seen in training, separated from the training pieces by a gap) with two references:
+
+- ``dense``: the block's label raster (strokes densified by ``eoseg label``; 255 where the labeller was unsure);
+- ``strokes``: only the pixels under the human strokes that fall inside the block (the surest reference).
+
+Contenders, all scored with :func:`eoseg.metrics.confusion_matrix` over the same pixels:
+
+- each packaged eoseg model (``eoseg.Predictor``, the card's defaults: what ``eoseg predict`` writes);
+- ``pixel-rf``: a per-pixel random forest on the same features ``eoseg label`` uses (reflectance of the five
+  bands, NDWI / MNDWI / NDVI, local mean and std at 3, 7, 15 px), trained on the same training pieces' labels
+  (class-balanced sample);
+- ``coastsat``: CoastSat's pretrained 4-class MLPs (``NN_4classes_S2_new.pkl`` for Sentinel-2,
+  ``NN_4classes_Landsat_new.pkl`` for Landsat) from the ``coastsat-package`` wheel (GPL-3.0), fetched with pip
+  into ``bench/.cache`` and loaded with joblib at run time; nothing of CoastSat is imported or copied. Their
+  20 features are computed here from the published definition (Vos et al. 2019, CoastSat ``calculate_features``):
+  the five reflectance bands (blue, green, red, nir, swir1), the normalized differences (nir, green), (swir1, green),
+  (nir, red), (swir1, nir), (blue, red), and the 3 × 3 standard deviation of each of those ten. CoastSat's class
+  ids (0 other, 1 sand, 2 white water, 3 water) are mapped to eoseg's.
+
+Outputs: a table per site and pooled (mean IoU, per-class IoU, pixels) on stdout, ``--out DIR`` with
+``models.json`` and a confusion-matrix PNG per contender; ``--write-card`` writes each packaged model's
+``metrics.held_out_sites`` into its card (metrics only; the weights are untouched).
+
+Usage: python bench/models.py [--data data/ms] [--models resunet resunet-rgb] [--out bench-out/models]
+       [--no-coastsat] [--write-card]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "training"))
+from sites import ROLES, SITES, Site  # noqa: E402
+
+from eoseg.classes import COASTAL, NODATA_CLASS  # noqa: E402
+from eoseg.metrics import confusion_matrix, metrics_from_confusion  # noqa: E402
+
+CACHE = ROOT / "bench" / ".cache"
+COASTSAT_WHEEL = "coastsat-package==0.5.1"
+COASTSAT_MODELS = {"sentinel2": "NN_4classes_S2_new.pkl", "landsat": "NN_4classes_Landsat_new.pkl"}
+COASTSAT_TO_EOSEG = np.array([3, 2, 1, 0], np.uint8)  # other, sand, white water, water -> eoseg ids
+K = len(COASTAL)
+
+
+@dataclass
+class Block:
+    site: Site
+    image: Path
+    labels: np.ndarray  # dense reference, 255 = unsure / nodata
+    strokes: np.ndarray  # stroke reference inside the block, 255 elsewhere
+    reflectance: np.ndarray  # (5, H, W) float32, roles ROLES
+    valid: np.ndarray
+
+    @property
+    def sensor(self) -> str:
+        return "sentinel2" if "S2" in self.image.name.split("_")[0] else "landsat"
+
+
+# ---------------------------------------------------------------------------------------------- data
+
+
+def read_reflectance(path: Path, bands: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """The five bands of ``path`` as reflectance (eoseg's own scaling decision) and the validity mask."""
+    from rasterio.windows import Window
+
+    from eoseg.radiometry import scene_scaling
+    from eoseg.scene import SceneReader, open_scene
+
+    scene = open_scene(path, roles=ROLES, bands=bands)
+    scaling = scene_scaling(scene)
+    with SceneReader(scene) as reader:
+        data, valid = reader.read(Window(0, 0, scene.width, scene.height))
+    refl = scaling.apply(data)
+    refl[:, ~valid] = 0.0
+    return refl, valid
+
+
+def stroke_reference(site: Site, image: Path) -> np.ndarray:
+    from rasterio.windows import Window
+
+    from eoseg.scene import open_scene
+    from eoseg.strokes import rasterize_strokes, read_strokes
+
+    scene = open_scene(image, roles=ROLES, bands=site.bands)
+    if site.negative:
+        return np.full(scene.shape, NODATA_CLASS, np.uint8)
+    strokes = read_strokes(site.strokes, scene)
+    classes, _ = rasterize_strokes(strokes, Window(0, 0, scene.width, scene.height), scene.transform)
+    return classes
+
+
+def load_blocks(data: Path, split: str) -> list[Block]:
+    blocks = []
+    for site in SITES:
+        for image in sorted((data / split).glob(f"{site.stem}__{site.name}_*.tif")):
+            with rasterio.open(data / split / "labels" / image.name) as ds:
+                labels = ds.read(1)
+            refl, valid = read_reflectance(image, site.bands)
+            labels[~valid] = NODATA_CLASS
+            strokes = stroke_reference(site, image)
+            strokes[~valid] = NODATA_CLASS
+            blocks.append(Block(site, image, labels, strokes, refl, valid))
+    if not blocks:
+        sys.exit(f"{data / split}: no blocks; build them with: python training/make_data.py --out {data}")
+    return blocks
+
+
+# ---------------------------------------------------------------------------------------------- contenders
+
+
+def predict_bundle(model: str, blocks: Sequence[Block]) -> list[np.ndarray]:
+    from eoseg.predict import Predictor, PredictSettings
+
+    predictor = Predictor(model, PredictSettings(overwrite=True))
+    out = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for block in blocks:
+            result = predictor.predict(block.image, tmp, progress=False)
+            with rasterio.open(result.outputs["classes"]) as ds:
+                out.append(ds.read(1))
+    return out
+
+
+def pixel_forest(train: Sequence[Block], blocks: Sequence[Block], seed: int = 0,
+                 per_class: int = 20_000) -> list[np.ndarray]:
+    from sklearn.ensemble import RandomForestClassifier
+
+    from eoseg.strokes import pixel_features
+
+    rng = np.random.default_rng(seed)
+    xs, ys = [], []
+    for block in train:
+        feats = pixel_features(block.reflectance, block.valid, ROLES)
+        keep = block.labels != NODATA_CLASS
+        xs.append(feats[:, keep].T)
+        ys.append(block.labels[keep])
+    x, y = np.concatenate(xs), np.concatenate(ys)
+    picks = np.concatenate([rng.permutation(np.flatnonzero(y == c))[:per_class] for c in np.unique(y)])
+    forest = RandomForestClassifier(n_estimators=100, min_samples_leaf=2, n_jobs=2, random_state=seed)
+    forest.fit(x[picks], y[picks])
+    preds = []
+    for block in blocks:
+        feats = pixel_features(block.reflectance, block.valid, ROLES)
+        pred = np.full(block.valid.shape, NODATA_CLASS, np.uint8)
+        pred[block.valid] = forest.predict(feats[:, block.valid].T).astype(np.uint8)
+        preds.append(pred)
+    return preds
+
+
+def coastsat_models() -> dict[str, object] | None:
+    """CoastSat's pickled classifiers, from the wheel fetched once into bench/.cache (None when unavailable)."""
+    import joblib
+
+    CACHE.mkdir(parents=True, exist_ok=True)
+    wheels = sorted(CACHE.glob("coastsat_package-*.whl"))
+    if not wheels:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(CACHE), COASTSAT_WHEEL]
+        if subprocess.run(cmd, capture_output=True, timeout=300).returncode != 0:
+            return None
+        wheels = sorted(CACHE.glob("coastsat_package-*.whl"))
+    models = {}
+    with zipfile.ZipFile(wheels[-1]) as wheel:
+        for sensor, name in COASTSAT_MODELS.items():
+            target = CACHE / name
+            if not target.exists():
+                target.write_bytes(wheel.read(f"coastsat/classification/models/{name}"))
+            models[sensor] = joblib.load(target)
+    return models
+
+
+def _nd(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return (a - b) / (a + b)
+
+
+def _std3(x: np.ndarray) -> np.ndarray:
+    from scipy.ndimage import uniform_filter
+
+    x = x.astype(np.float64)
+    mean = uniform_filter(x, size=3, mode="reflect")
+    return np.sqrt(np.maximum(uniform_filter(x * x, size=3, mode="reflect") - mean * mean, 0.0))
+
+
+def coastsat_features(refl: np.ndarray) -> np.ndarray:
+    """(20, H, W): 5 bands, 5 normalized differences, and the 3 × 3 std of each (published definition)."""
+    b, g, r, n, s = refl.astype(np.float64)
+    indices = [_nd(n, g), _nd(s, g), _nd(n, r), _nd(s, n), _nd(b, r)]
+    base = [b, g, r, n, s, *indices]
+    return np.stack(base + [_std3(np.nan_to_num(v)) for v in base])
+
+
+def coastsat(blocks: Sequence[Block]) -> list[np.ndarray] | None:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the pickles were made with another scikit-learn version
+        models = coastsat_models()
+        if models is None:
+            return None
+        preds = []
+        for block in blocks:
+            feats = coastsat_features(block.reflectance)
+            ok = block.valid & np.all(np.isfinite(feats), axis=0)
+            pred = np.full(block.valid.shape, NODATA_CLASS, np.uint8)
+            labels = models[block.sensor].predict(feats[:, ok].T).astype(int)
+            pred[ok] = COASTSAT_TO_EOSEG[labels]
+            preds.append(pred)
+    return preds
+
+
+# ---------------------------------------------------------------------------------------------- scoring
+
+
+def score(blocks: Sequence[Block], preds: Sequence[np.ndarray], reference: str) -> dict:
+    per_site: dict[str, np.ndarray] = {}
+    for block, pred in zip(blocks, preds, strict=True):
+        truth = getattr(block, reference).astype(np.int64)
+        p = pred.astype(np.int64)
+        truth[p == NODATA_CLASS] = NODATA_CLASS
+        cm = confusion_matrix(truth.ravel(), p.ravel(), K)
+        per_site[block.site.name] = per_site.get(block.site.name, 0) + cm
+    coast = [s for s in per_site if not next(x for x in SITES if x.name == s).negative]
+    pooled = sum(per_site[s] for s in coast)
+    result = {s: _metrics(cm) for s, cm in per_site.items()}
+    result["coastal sites"] = _metrics(pooled)
+    return result
+
+
+def _metrics(cm: np.ndarray) -> dict:
+    m = metrics_from_confusion(cm, COASTAL.names)
+    return {"miou": m["mean_iou"], "accuracy": m["overall_accuracy"],
+            "iou": {name: c["iou"] for name, c in m["per_class"].items()}, "pixels": m["pixels"],
+            "confusion": cm.tolist()}
+
+
+def _fmt(v) -> str:
+    return "  -  " if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.3f}"
+
+
+def print_table(results: dict, reference: str) -> None:
+    names = COASTAL.names
+    print(f"\nreference: {reference}")
+    print(f"{'site':14s} {'contender':14s} {'mIoU':>6s} " + " ".join(f"{n[:8]:>8s}" for n in names) + "   pixels")
+    sites = list(next(iter(results.values()))[reference])
+    for site in sites:
+        for name, res in results.items():
+            m = res[reference][site]
+            ious = [m["iou"].get(n) for n in names]
+            print(f"{site:14s} {name:14s} {_fmt(m['miou']):>6s} " + " ".join(f"{_fmt(v):>8s}" for v in ious)
+                  + f"   {m['pixels']}")
+
+
+def write_cards(results: dict, models: Sequence[str]) -> None:
+    from eoseg.bundle import CARD_FILE, resolve_bundle
+
+    for model in models:
+        path = resolve_bundle(model) / CARD_FILE
+        card = json.loads(path.read_text())
+        entry = {ref: {site: {k: v for k, v in m.items() if k != "confusion"} for site, m in res.items()}
+                 for ref, res in results[model].items()}
+        peers = {name: {ref: res[ref]["coastal sites"]["miou"] for ref in res} for name, res in results.items()
+                 if name not in models}
+        card.setdefault("metrics", {})["held_out_sites"] = {**entry, "peers_miou": peers,
+                                                             "benchmark": "bench/models.py"}
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(card, indent=2) + "\n")
+        tmp.replace(path)
+
+
+def plot(results: dict, out: Path) -> None:
+    from eoseg.evaluate import plot_confusion
+
+    for name, res in results.items():
+        cm = np.array(res["dense"]["coastal sites"]["confusion"])
+        plot_confusion(cm, COASTAL.names, out / f"confusion_{name}.png")
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=ROOT / "data" / "ms")
+    parser.add_argument("--models", nargs="+", default=["resunet"])
+    parser.add_argument("--out", type=Path, default=ROOT / "bench-out" / "models")
+    parser.add_argument("--no-coastsat", action="store_true")
+    parser.add_argument("--write-card", action="store_true")
+    args = parser.parse_args(argv)
+    blocks = load_blocks(args.data, "test")
+    train = load_blocks(args.data, "train")
+    contenders: dict[str, list[np.ndarray]] = {}
+    timings = {}
+    for model in args.models:
+        t0 = time.perf_counter()
+        contenders[model] = predict_bundle(model, blocks)
+        timings[model] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    contenders["pixel-rf"] = pixel_forest(train, blocks)
+    timings["pixel-rf"] = time.perf_counter() - t0
+    if not args.no_coastsat:
+        preds = coastsat(blocks)
+        if preds is None:
+            print("coastsat: the coastsat-package wheel could not be fetched; column left out")
+        else:
+            contenders["coastsat"] = preds
+    results = {name: {ref: score(blocks, preds, ref) for ref in ("dense", "strokes")}
+               for name, preds in contenders.items()}
+    for ref in ("dense", "strokes"):
+        print_table(results, ref)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "models.json").write_text(json.dumps({"results": results, "seconds": timings}, indent=2))
+    plot(results, args.out)
+    if args.write_card:
+        write_cards(results, args.models)
+    return results
+
+
+if __name__ == "__main__":
+    main()
