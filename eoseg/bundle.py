@@ -29,6 +29,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from eoseg.checksums import file_sha256
 from eoseg.classes import COASTAL, ClassScheme
 from eoseg.errors import BundleError, ConfigError, EosegError, ModelNotFoundError, OutputError, OutputExistsError
 
@@ -240,14 +241,6 @@ def _digests(directory: Path) -> tuple[str, str]:
             bundle.update(chunk)
     bundle.update((directory / CARD_FILE).read_bytes())
     return weights.hexdigest(), bundle.hexdigest()
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def bundle_sha256(directory: str | os.PathLike) -> str:

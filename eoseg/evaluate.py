@@ -76,7 +76,7 @@ def evaluate_bundle(model: str | Path, data: str | Path, split: str = "test", ou
     from tqdm import tqdm
 
     from eoseg.bundle import load_bundle
-    from eoseg.train import resolve_device
+    from eoseg.device import resolve_device
 
     if split not in SPLITS:
         raise DatasetError(f"unknown split {split!r}", path="--split", fix=f"use one of: {', '.join(SPLITS)}")

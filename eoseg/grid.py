@@ -20,7 +20,7 @@ from rasterio.windows import transform as window_transform
 
 from eoseg.errors import TileSizeError
 
-MODEL_MULTIPLE = 32
+MODEL_MULTIPLE = 32  # tile sizes and padded model inputs are multiples of this (the only definition)
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ def check_tile_size(size: int, overlap: int) -> None:
         raise TileSizeError(
             f"tile size {size} is not a positive multiple of {MODEL_MULTIPLE}",
             path="--tile-size",
-            fix=f"use a multiple of {MODEL_MULTIPLE}, e.g. {max(MODEL_MULTIPLE, round(size / 32) * 32)}",
+            fix=f"use a multiple of {MODEL_MULTIPLE}, e.g. {max(1, round(size / MODEL_MULTIPLE)) * MODEL_MULTIPLE}",
         )
     if overlap < 0 or overlap >= size // 2 + 1:
         raise TileSizeError(

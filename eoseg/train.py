@@ -246,9 +246,10 @@ def _card_params(params: dict) -> dict:
 
 
 def _save_checkpoint(path: Path, state: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
+    from eoseg.outputs.atomic import atomic_write
+
+    with atomic_write(path) as tmp:
+        torch.save(state, tmp)
 
 
 def _load_checkpoint(resume: Path) -> dict:

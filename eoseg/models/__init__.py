@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from eoseg.errors import ConfigError, ModelNotFoundError
+from eoseg.grid import MODEL_MULTIPLE
 
 if TYPE_CHECKING:
     from torch import nn
@@ -35,7 +36,7 @@ class ModelSpec:
 
 def _smp(name: str, what: str) -> ModelSpec:
     desc = f"segmentation-models-pytorch {what} on any smp encoder (default resnet34, random init)"
-    return ModelSpec(name, desc, "eoseg.models.smp:SmpSegmenter", 32, {"arch": name})
+    return ModelSpec(name, desc, "eoseg.models.smp:SmpSegmenter", MODEL_MULTIPLE, {"arch": name})
 
 
 _REGISTRY: dict[str, ModelSpec] = {

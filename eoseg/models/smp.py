@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from eoseg.errors import ConfigError
+from eoseg.grid import MODEL_MULTIPLE
 from eoseg.models.unet import check_input_size
 
 log = logging.getLogger(__name__)
@@ -147,7 +148,7 @@ def _create(arch: str, in_channels: int, num_classes: int, encoder_name: str, **
 class SmpSegmenter(nn.Module):
     """An smp model behind eoseg's input check; ``self.model`` is the smp module."""
 
-    input_multiple = 32
+    input_multiple = MODEL_MULTIPLE
 
     def __init__(self, arch: str, in_channels: int, num_classes: int, encoder_name: str = "resnet34",
                  encoder_weights: str | Path | None = None, **params):

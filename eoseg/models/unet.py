@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from eoseg.errors import ConfigError, TileSizeError
+from eoseg.grid import MODEL_MULTIPLE
 
 DROPOUT_TYPES = ("standard", "spatial")
 UPSAMPLE_MODES = ("nearest", "bilinear")
@@ -32,10 +33,10 @@ def check_input_size(x: torch.Tensor, multiple: int, name: str) -> None:
         return
     h, w = int(x.shape[-2]), int(x.shape[-1])
     if h % multiple or w % multiple:
-        up = lambda n: -(-n // 32) * 32  # noqa: E731 - the project's tile multiple
+        up = lambda n: -(-n // MODEL_MULTIPLE) * MODEL_MULTIPLE  # noqa: E731 - tile sizes are multiples of it
         raise TileSizeError(
             f"input of {h}×{w} is not divisible by {multiple}", path=name,
-            fix=f"pad to ({up(h)}, {up(w)}) divisible by 32",
+            fix=f"pad to ({up(h)}, {up(w)}) divisible by {MODEL_MULTIPLE}",
         )
 
 

@@ -2,17 +2,26 @@
 
 Every output is written under a temporary name in its final directory and renamed over the final
 name (``os.replace``) only once complete, so a crash or an error never leaves a half-written file
-under a final name. Temporary names start with ``.`` and keep the final suffix (GDAL picks drivers
-by extension): ``x_classes.tif`` is written as ``.x_classes.tmp.tif``. Helpers that need a second
-temporary next to the same output (a staging GeoTIFF) add a tag: ``.x_classes.stage.tmp.tif``.
+under a final name. Temporary names start with ``.``, are unique to the process and the call (pid and a
+random token, so two writers of the same output never share one) and keep the final suffix (GDAL picks
+drivers by extension): ``x_classes.tif`` is written as ``.x_classes.<pid>-<token>.tmp.tif``. Helpers that need
+a second temporary next to the same output (a staging GeoTIFF) add a tag: ``.x_classes.stage.<pid>-<token>.tmp.tif``.
+Each temporary is fsynced before its rename and the directory after it, so a renamed file survives a crash.
+
+Inside :func:`write_journal`, every rename into place is noted with the file's identity (inode, size,
+mtime), so a failed attempt can remove exactly what it wrote and nothing that another writer replaced since
+(:func:`remove_written`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
+import secrets
 from collections.abc import Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,10 +69,15 @@ def aux_path(path: Path) -> Path:
     return path.with_name(path.name + AUX_SUFFIX)
 
 
+def unique_token() -> str:
+    """``<pid>-<8 hex digits>``: unique to this process and call."""
+    return f"{os.getpid()}-{secrets.token_hex(4)}"
+
+
 def temporary_path(final: Path, tag: str = "") -> Path:
-    """The temporary name for ``final``: ``.<stem>.[<tag>.]tmp<suffix>`` in the same directory."""
+    """A new temporary name for ``final``: ``.<stem>.[<tag>.]<pid>-<token>.tmp<suffix>`` in the same directory."""
     final = Path(final)
-    middle = f"{tag}.{TMP_MARK}" if tag else TMP_MARK
+    middle = ".".join(part for part in (tag, unique_token(), TMP_MARK) if part)
     return final.with_name(f".{final.stem}.{middle}{final.suffix}")
 
 
@@ -157,21 +171,118 @@ def _glob_escape(name: str) -> str:
     return "".join(f"[{c}]" if c in "*?[" else c for c in name)
 
 
+@dataclass(frozen=True)
+class Written:
+    """A file renamed into place by this process, as it was right after the rename."""
+
+    path: Path
+    inode: int
+    size: int
+    mtime_ns: int
+
+    @classmethod
+    def of(cls, path: Path) -> Written:
+        stat = Path(path).stat()
+        return cls(Path(path), stat.st_ino, stat.st_size, stat.st_mtime_ns)
+
+    def unchanged(self) -> bool:
+        """Still the file this process wrote (not replaced by another writer since)?"""
+        try:
+            return Written.of(self.path) == self
+        except OSError:
+            return False
+
+
+_JOURNAL: ContextVar[list[Written] | None] = ContextVar("eoseg_write_journal", default=None)
+
+
+@contextlib.contextmanager
+def write_journal() -> Iterator[list[Written]]:
+    """Note every :func:`publish` in this thread / context into the yielded list."""
+    journal: list[Written] = []
+    token = _JOURNAL.set(journal)
+    try:
+        yield journal
+    finally:
+        _JOURNAL.reset(token)
+
+
+def remove_written(journal: list[Written]) -> list[Path]:
+    """Remove the journal's files that are still as written (with GDAL sidecars); returns what was removed."""
+    removed = []
+    for entry in reversed(journal):
+        if entry.unchanged():
+            remove_quietly(entry.path)
+            removed.append(entry.path)
+    return removed
+
+
+def fsync_path(path: Path) -> None:
+    """Flush a file's (or a directory's) data to disk; file systems that refuse it for directories are let be."""
+    flags = os.O_RDONLY | (os.O_DIRECTORY if Path(path).is_dir() else 0)
+    fd = os.open(path, flags)
+    try:
+        with contextlib.suppress(OSError):
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def publish(tmp: Path, final: Path) -> None:
+    """fsync ``tmp``, rename it over ``final``, fsync the directory, note it in the write journal."""
+    fsync_path(tmp)
+    os.replace(tmp, final)
+    fsync_path(Path(final).parent)
+    journal = _JOURNAL.get()
+    if journal is not None:
+        journal.append(Written.of(Path(final)))
+
+
 @contextlib.contextmanager
 def atomic_write(final: Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``final``; rename it over ``final`` on success, remove it on error."""
+    """Yield a new temporary path next to ``final``; publish it over ``final`` on success, remove it on error."""
     final = Path(final)
     tmp = temporary_path(final)
-    remove_with_sidecars(tmp)
     try:
         yield tmp
         if not tmp.exists():
             raise OutputError("the writer produced no file", path=final,
                               fix="report this as a bug in eoseg")
-        os.replace(tmp, final)
+        publish(tmp, final)
     except BaseException:
         remove_with_sidecars(tmp)
         raise
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    """``data`` as indented, key-sorted JSON (UTF-8), written atomically."""
+    with atomic_write(path) as tmp:
+        Path(tmp).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def pid_runs(pid: object) -> bool:
+    """Does process ``pid`` of this host still run?"""
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_dead_temporaries(final: Path) -> list[Path]:
+    """Remove the temporaries of ``final`` left by processes of this host that no longer run."""
+    final = Path(final)
+    removed = []
+    for path in final.parent.glob(f".{_glob_escape(final.stem)}.*-*.{TMP_MARK}{_glob_escape(final.suffix)}"):
+        pid = path.name[len(final.stem) + 2:].split(".")[-3].split("-")[0]
+        if pid.isdigit() and not pid_runs(int(pid)):
+            remove_quietly(path)
+            removed.append(path)
+    return removed
 
 
 def temporaries(out_dir: Path, stem: str) -> list[Path]:

@@ -5,7 +5,7 @@ valid). Polygons never cover nodata: the sieve runs with the valid-pixel mask (s
 a class into nodata nor merges a region into nodata), nodata is re-applied after it, and
 ``rasterio.features.shapes`` polygonizes under the same mask.
 
-Areas and perimeters are ellipsoidal, on the CRS's own ellipsoid (see :func:`measure`), so they are
+Areas and perimeters are ellipsoidal, on the CRS's own ellipsoid (see :mod:`eoseg.outputs.areas`), so they are
 in m² / m whatever the CRS: UTM, Web Mercator or longitude/latitude alike (QGIS's ellipsoidal
 ``$area`` measures the same way; a planar UTM area is off by the scale factor, ~0.1 %, and a Web
 Mercator one by up to 1/cos²(latitude)). A scene without a CRS has no ellipsoid: its ``area_m2`` /
@@ -31,71 +31,19 @@ import rasterio
 import shapely
 from affine import Affine
 from pyogrio.errors import DataLayerError, DataSourceError
-from pyproj import CRS as ProjCRS
-from pyproj import Transformer
-from pyproj.crs import ProjectedCRS
-from pyproj.crs.coordinate_operation import LambertAzimuthalEqualAreaConversion
 from rasterio.crs import CRS
 from rasterio.windows import Window
 
 from eoseg.classes import ClassScheme
 from eoseg.errors import EosegError, OutputError
+from eoseg.outputs.areas import measure, pixel_area
+from eoseg.outputs.areas import proj_crs as _proj_crs
 from eoseg.outputs.atomic import atomic_write
 from eoseg.outputs.qgis import vector_qml
 from eoseg.outputs.regions import CHUNK_POLYGONS, StripRegions, band_rows_for, regions_of, sieve_rows, to_crs
 
 COLUMNS = ["class_id", "class_name", "area_m2", "perimeter_m"]
 STYLES_TABLE = "layer_styles"
-
-
-def _proj_crs(crs: CRS | None) -> ProjCRS | None:
-    return None if crs is None else ProjCRS.from_user_input(crs)
-
-
-def _equal_area_crs(crs: ProjCRS, bounds: tuple[float, float, float, float]) -> ProjCRS:
-    """Lambert azimuthal equal-area on ``crs``'s own datum, centred on ``bounds`` (in ``crs``)."""
-    to_lonlat = Transformer.from_crs(crs, crs.geodetic_crs, always_xy=True)
-    lon, lat = to_lonlat.transform((bounds[0] + bounds[2]) / 2, (bounds[1] + bounds[3]) / 2)
-    conversion = LambertAzimuthalEqualAreaConversion(latitude_natural_origin=lat, longitude_natural_origin=lon)
-    return ProjectedCRS(conversion=conversion, geodetic_crs=crs.geodetic_crs)
-
-
-def _reproject(geoms: np.ndarray, src: ProjCRS, dst: ProjCRS) -> np.ndarray:
-    transformer = Transformer.from_crs(src, dst, always_xy=True)
-
-    def _project(xy: np.ndarray) -> np.ndarray:
-        x, y = transformer.transform(xy[:, 0], xy[:, 1])
-        return np.column_stack([x, y])
-
-    return shapely.transform(geoms, _project)
-
-
-def measure(geoms: np.ndarray, crs: CRS | None) -> tuple[np.ndarray, np.ndarray]:
-    """``(area, perimeter)`` per polygon in m² / m, or planar transform units without a CRS.
-
-    The polygons are projected to a Lambert azimuthal equal-area projection centred on them, on the
-    CRS's own ellipsoid: areas there are the ellipsoidal areas exactly (the projection preserves
-    area), and lengths are within 0.01 % of geodesic ones for anything up to ~300 km across. It
-    gives what a ``pyproj.Geod`` loop gives at vectorized speed (one transform, no Python loop).
-    """
-    geoms = np.asarray(geoms, dtype=object)
-    if crs is None or len(geoms) == 0:
-        return shapely.area(geoms), shapely.length(geoms)
-    pcrs = _proj_crs(crs)
-    bounds = tuple(shapely.total_bounds(geoms))
-    projected = _reproject(geoms, pcrs, _equal_area_crs(pcrs, bounds))
-    return shapely.area(projected), shapely.length(projected)
-
-
-def pixel_area(transform: Affine, crs: CRS | None, shape: tuple[int, int]) -> float:
-    """Area of the scene's centre pixel: ellipsoidal m², or planar transform units without a CRS."""
-    h, w = shape
-    row, col = h // 2, w // 2
-    a, b, c, d, e, f = tuple(transform)[:6]
-    corners = [(a * x + b * y + c, d * x + e * y + f)
-               for x, y in ((col, row), (col + 1, row), (col + 1, row + 1), (col, row + 1))]
-    area, _ = measure(np.array([shapely.Polygon(corners)], dtype=object), crs)
-    return float(area[0])
 
 
 def _empty_frame(crs: CRS | None) -> gpd.GeoDataFrame:

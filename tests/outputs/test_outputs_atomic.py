@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,8 +15,11 @@ from eoseg.outputs.atomic import (
     atomic_write,
     cleanup_temporaries,
     plan_outputs,
+    remove_dead_temporaries,
+    remove_written,
     temporaries,
     temporary_path,
+    write_journal,
 )
 
 
@@ -110,17 +116,50 @@ def test_plan_refuses_a_bad_stem(tmp_path, stem):
         plan_outputs(tmp_path, stem, probabilities=False, overwrite=False)
 
 
-def test_temporary_names_keep_the_suffix(tmp_path):
-    assert temporary_path(tmp_path / "x_classes.tif").name == ".x_classes.tmp.tif"
-    assert temporary_path(tmp_path / "x_classes.tif", tag="stage").name == ".x_classes.stage.tmp.tif"
-    assert temporary_path(tmp_path / "x.stac.json").name == ".x.stac.tmp.json"
+def test_temporary_names_keep_the_suffix_and_are_unique(tmp_path):
+    unique = rf"{os.getpid()}-[0-9a-f]{{8}}"
+    assert re.fullmatch(rf"\.x_classes\.{unique}\.tmp\.tif", temporary_path(tmp_path / "x_classes.tif").name)
+    assert re.fullmatch(rf"\.x_classes\.stage\.{unique}\.tmp\.tif",
+                        temporary_path(tmp_path / "x_classes.tif", tag="stage").name)
+    assert re.fullmatch(rf"\.x\.stac\.{unique}\.tmp\.json", temporary_path(tmp_path / "x.stac.json").name)
     assert temporary_path(tmp_path / "x_polygons.gpkg").parent == tmp_path
+    # two writers of one output (threads, processes, batches) never share a temporary
+    assert len({temporary_path(tmp_path / "x_classes.tif") for _ in range(100)}) == 100
+    assert temporaries(tmp_path, "x") == []
+    made = temporary_path(tmp_path / "x_classes.tif")
+    made.write_text("left by a killed writer")
+    assert temporaries(tmp_path, "x") == [made]
+
+
+def test_dead_writers_temporaries_are_removed_live_ones_kept(tmp_path):
+    final = tmp_path / "report.jsonl"
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    dead = tmp_path / f".report.{proc.pid}-0123abcd.tmp.jsonl"
+    live = temporary_path(final)
+    for path in (dead, live, tmp_path / ".report.tmp.jsonl", tmp_path / ".other.1-0123abcd.tmp.jsonl"):
+        path.write_text("x")
+    assert remove_dead_temporaries(final) == [dead]
+    assert not dead.exists() and live.exists()
+
+
+def test_write_journal_removes_only_what_this_writer_left_in_place(tmp_path):
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    with write_journal() as journal:
+        for path in (a, b):
+            with atomic_write(path) as tmp:
+                tmp.write_text("mine")
+    with atomic_write(b) as tmp:  # outside the journal: another writer replaces b
+        tmp.write_text("theirs")
+    assert [w.path for w in journal] == [a, b]
+    assert remove_written(journal) == [a]
+    assert not a.exists() and b.read_text() == "theirs"
 
 
 def test_atomic_write_renames_on_success(tmp_path):
     final = tmp_path / "x.txt"
     with atomic_write(final) as tmp:
-        assert tmp.name == ".x.tmp.txt" and tmp.parent == tmp_path
+        assert tmp.name.startswith(".x.") and tmp.name.endswith(".tmp.txt") and tmp.parent == tmp_path
         tmp.write_text("new")
         assert not final.exists()
     assert final.read_text() == "new"
