@@ -10,6 +10,7 @@ import rasterio
 from rasterio.enums import Resampling
 
 from eoseg.classes import ClassScheme
+from eoseg.errors import BandMappingError
 from eoseg.outputs.atomic import atomic_write
 from eoseg.scene import open_scene
 
@@ -40,6 +41,14 @@ def true_colour(scene_path: Path, shape: tuple[int, int], bands: tuple[int, ...]
     return rgb
 
 
+def _false_colour(scene_path: Path, shape: tuple[int, int]) -> np.ndarray | None:
+    """SWIR1 / NIR / red as (H, W, 3), or None when the scene lacks those bands."""
+    try:
+        return true_colour(scene_path, shape, roles=("swir1", "nir", "red"))
+    except BandMappingError:
+        return None
+
+
 def class_image(classes: np.ndarray, scheme: ClassScheme) -> np.ndarray:
     """(H, W, 4) RGBA floats from class ids; nodata transparent."""
     lut = np.zeros((256, 4), np.float32)
@@ -51,7 +60,8 @@ def class_image(classes: np.ndarray, scheme: ClassScheme) -> np.ndarray:
 def write_quicklook(scene_path: str | Path, classes_path: str | Path, png_path: str | Path, scheme: ClassScheme,
                     *, title: str | None = None, bands: tuple[int, ...] | None = None,
                     max_side: int = MAX_SIDE) -> Path:
-    """Write a PNG with the true-colour scene (left) and its classes (right) and a class legend."""
+    """Write a PNG with the true-colour scene, a SWIR1/NIR/red false colour (when the scene has those bands: sand
+    is bright pink, surf cyan, vegetation green, water dark), the classes, and a class legend."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
@@ -60,18 +70,21 @@ def write_quicklook(scene_path: str | Path, classes_path: str | Path, png_path: 
     with rasterio.open(classes_path) as ds:
         shape = _decimated_shape(ds.height, ds.width, max_side)
         classes = ds.read(1, out_shape=shape, resampling=Resampling.nearest)
-    rgb = true_colour(scene_path, shape, bands)
+    panels = [("true colour", true_colour(scene_path, shape, bands))]
+    false = _false_colour(scene_path, shape) if bands is None else None
+    if false is not None:
+        panels.append(("false colour: SWIR1, NIR, red", false))
+    panels.append(("eoseg classes", class_image(classes, scheme)))
     aspect = min(max(shape[1] / shape[0], 0.25), 2.5)  # width / height of one panel
     panel_h = 5.0
-    fig_w = max(2 * panel_h * aspect + 1.0, 7.5)  # wide enough for titles and the legend
+    fig_w = max(len(panels) * panel_h * aspect + 1.0, 7.5)  # wide enough for titles and the legend
     fig = Figure(figsize=(fig_w, panel_h + 1.2), dpi=110)  # no pyplot: the caller's backend is left alone
     FigureCanvasAgg(fig)
-    axes = fig.subplots(1, 2)
-    axes[0].imshow(rgb)
-    axes[0].set_title("true colour", fontsize=9)
-    axes[1].set_facecolor("#303030")
-    axes[1].imshow(class_image(classes, scheme))
-    axes[1].set_title("eoseg classes", fontsize=9)
+    axes = fig.subplots(1, len(panels))
+    axes[-1].set_facecolor("#303030")
+    for ax, (name, image) in zip(axes, panels, strict=True):
+        ax.imshow(image)
+        ax.set_title(name, fontsize=9)
     for ax in axes:
         ax.set_xticks([])
         ax.set_yticks([])

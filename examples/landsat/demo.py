@@ -10,6 +10,7 @@ from pathlib import Path
 
 from eoseg.outputs.quicklook import write_quicklook
 from eoseg.predict import Predictor, PredictSettings
+from eoseg.process import tune_process
 
 HERE = Path(__file__).resolve().parent
 SCENES = sorted((HERE / "data").glob("*.tif"))
@@ -20,6 +21,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("demo-out"))
     parser.add_argument("--model", default="resunet")
     args = parser.parse_args()
+    tune_process(SCENES)  # a program's own choice: GDAL's block cache and glibc's malloc (eoseg.process)
     # the demo folder is the demo's own: re-running replaces its outputs
     predictor = Predictor(args.model, PredictSettings(overwrite=True))
     print(f"eoseg demo: model '{predictor.card.name}' ({predictor.card.arch}, bands "

@@ -33,3 +33,20 @@ def test_quicklook_leaves_the_matplotlib_backend_alone(s2_scene, tmp_path, monke
         assert sys.modules["matplotlib.pyplot"].get_fignums() == []
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_false_colour_panel_only_where_the_scene_has_swir(s2_scene, collar_scene, tmp_path):
+    from PIL import Image
+
+    from eoseg.outputs.quicklook import _false_colour
+
+    assert _false_colour(collar_scene, (30, 40)) is None  # Landsat B2 B3 B4: no SWIR1 / NIR
+    false = _false_colour(s2_scene, (32, 40))
+    assert false is not None and false.shape == (32, 40, 3)
+    widths = {}
+    for name, scene in (("s2", s2_scene), ("collar", collar_scene)):
+        classes = _classes_like(scene, tmp_path / f"{name}_classes.tif")
+        png = write_quicklook(scene, classes, tmp_path / f"{name}.png", COASTAL)
+        with Image.open(png) as image:
+            widths[name] = image.width / image.height
+    assert widths["s2"] > widths["collar"] * 1.2  # three panels against two
