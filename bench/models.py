@@ -94,18 +94,20 @@ def read_reflectance(path: Path, bands: Sequence[int]) -> tuple[np.ndarray, np.n
 def stroke_reference(site: Site, image: Path) -> np.ndarray:
     from rasterio.windows import Window
 
+    from eoseg.errors import DatasetError
     from eoseg.scene import open_scene
     from eoseg.strokes import rasterize_strokes, read_strokes
 
     scene = open_scene(image, roles=ROLES, bands=site.bands)
-    if site.negative:
+    try:
+        strokes = read_strokes(site.strokes, scene)
+    except DatasetError:  # a negative site (no strokes), or a block no stroke crosses
         return np.full(scene.shape, NODATA_CLASS, np.uint8)
-    strokes = read_strokes(site.strokes, scene)
     classes, _ = rasterize_strokes(strokes, Window(0, 0, scene.width, scene.height), scene.transform)
     return classes
 
 
-def load_blocks(data: Path, split: str) -> list[Block]:
+def load_blocks(data: Path, split: str, strokes: bool = True) -> list[Block]:
     blocks = []
     for site in SITES:
         for image in sorted((data / split).glob(f"{site.stem}__{site.name}_*.tif")):
@@ -113,9 +115,9 @@ def load_blocks(data: Path, split: str) -> list[Block]:
                 labels = ds.read(1)
             refl, valid = read_reflectance(image, site.bands)
             labels[~valid] = NODATA_CLASS
-            strokes = stroke_reference(site, image)
-            strokes[~valid] = NODATA_CLASS
-            blocks.append(Block(site, image, labels, strokes, refl, valid))
+            drawn = stroke_reference(site, image) if strokes else np.full(labels.shape, NODATA_CLASS, np.uint8)
+            drawn[~valid] = NODATA_CLASS
+            blocks.append(Block(site, image, labels, drawn, refl, valid))
     if not blocks:
         sys.exit(f"{data / split}: no blocks; build them with: python training/make_data.py --out {data}")
     return blocks
@@ -230,7 +232,7 @@ def coastsat(blocks: Sequence[Block]) -> list[np.ndarray] | None:
 def score(blocks: Sequence[Block], preds: Sequence[np.ndarray], reference: str) -> dict:
     per_site: dict[str, np.ndarray] = {}
     for block, pred in zip(blocks, preds, strict=True):
-        truth = getattr(block, reference).astype(np.int64)
+        truth = (block.labels if reference == "dense" else block.strokes).astype(np.int64)
         p = pred.astype(np.int64)
         truth[p == NODATA_CLASS] = NODATA_CLASS
         cm = confusion_matrix(truth.ravel(), p.ravel(), K)
@@ -288,7 +290,7 @@ def plot(results: dict, out: Path) -> None:
 
     for name, res in results.items():
         cm = np.array(res["dense"]["coastal sites"]["confusion"])
-        plot_confusion(cm, COASTAL.names, out / f"confusion_{name}.png")
+        plot_confusion(cm, COASTAL.names, out / f"confusion_{Path(name).name}.png")
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
@@ -300,7 +302,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--write-card", action="store_true")
     args = parser.parse_args(argv)
     blocks = load_blocks(args.data, "test")
-    train = load_blocks(args.data, "train")
+    train = load_blocks(args.data, "train", strokes=False)
     contenders: dict[str, list[np.ndarray]] = {}
     timings = {}
     for model in args.models:

@@ -78,21 +78,29 @@ def negative_labels(scene: Path, out_dir: Path) -> tuple[Path, dict]:
 
 
 def build_site(site: Site, out: Path, threshold: float) -> dict:
+    """Crop the site, label each training window and the test block from their own strokes, cut the pieces.
+
+    Each window is labelled only from the strokes inside it (``eoseg label --window``), so no training label
+    comes from a stroke in the test block and the test block's reference comes from its own strokes alone.
+    """
     scene = crop(site.scene, site.allowed, out / "scenes" / f"{site.stem}.tif", site.descriptions)
-    if site.negative:
-        labels, info = negative_labels(scene, out / "labels")
-    else:
-        result = label_scene(scene, site.strokes, out / "labels", bands=site.bands, threshold=threshold,
-                             overwrite=True)
-        labels, info = result.paths.labels, {"counts": result.counts, "held_out": result.held_out}
-    pieces = [("train", f"r{w[1]}c{w[0]}", w) for window in site.train for w in blocks(window)]
-    pieces += [("test", "test", site.test)] if site.test else []
-    for split, tag, window in pieces:
+    windows = [("train", w) for w in site.train] + ([("test", site.test)] if site.test else [])
+    report = []
+    for k, (split, window) in enumerate(windows):
         rel = relative(window, site.allowed)
-        name = f"{site.stem}__{site.name}_{tag}"
-        crop(scene, rel, out / split / f"{name}.tif")
-        crop(labels, rel, out / split / "labels" / f"{name}.tif")
-    return {"site": site.name, **info}
+        if site.negative:
+            labels, info = negative_labels(scene, out / "labels" / f"{site.name}_{k}")
+        else:
+            result = label_scene(scene, site.strokes, out / "labels" / f"{site.name}_{k}", bands=site.bands,
+                                 threshold=threshold, overwrite=True, window=rel)
+            labels, info = result.paths.labels, {"counts": result.counts, "held_out": result.held_out}
+        report.append({"window": list(window), "split": split, **info})
+        pieces = [(f"r{w[1]}c{w[0]}", w) for w in blocks(window)] if split == "train" else [("test", window)]
+        for tag, piece in pieces:
+            name = f"{site.stem}__{site.name}_{tag}"
+            crop(scene, relative(piece, site.allowed), out / split / f"{name}.tif")
+            crop(labels, relative(piece, site.allowed), out / split / "labels" / f"{name}.tif")
+    return {"site": site.name, "windows": report}
 
 
 def dataset_config(out: Path, split: str) -> dict:
@@ -116,7 +124,8 @@ def main() -> None:
     report = [build_site(site, args.out, args.threshold) for site in SITES]
     (args.out / "labels.json").write_text(json.dumps(report, indent=2))
     for row in report:
-        print(row["site"], row["counts"], {k: row["held_out"].get(k) for k in ("accuracy",)})
+        for w in row["windows"]:
+            print(row["site"], w["split"], w["window"], w["counts"], (w["held_out"] or {}).get("accuracy"))
     for split, name in (("train", "dataset"), ("test", "test-dataset")):
         cfg = validate(DatasetConfig, dataset_config(args.out, split))
         manifest = make_dataset(cfg, args.out / name, overwrite=True)
