@@ -87,6 +87,20 @@ def check_tile_size(size: int, overlap: int) -> None:
         )
 
 
+def fit_tile(height: int, width: int, size: int, overlap: int) -> tuple[int, int]:
+    """The tile size and overlap for a scene: ``size`` unless the scene's short side is smaller, in which case
+    the short side rounded up to :data:`MODEL_MULTIPLE` (overlap scaled alike).
+
+    A tile much larger than the scene would be mostly reflect padding: mirrored copies of the coast that no
+    training tile looked like (a 140 px wide Landsat strip in a 512 px tile is 73 % mirror).
+    """
+    short = min(height, width)
+    if short >= size:
+        return size, overlap
+    fitted = max(MODEL_MULTIPLE, -(-short // MODEL_MULTIPLE) * MODEL_MULTIPLE)
+    return fitted, min(overlap * fitted // size, fitted // 2)
+
+
 def padded_length(length: int, size: int) -> int:
     """Model input length along an axis: ``size``, or for a short axis the next multiple of 32."""
     if length >= size:

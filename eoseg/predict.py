@@ -26,7 +26,7 @@ from eoseg.bundle import CARD_FILE, DEFAULT_MODEL, ModelBundle, load_bundle, pac
 from eoseg.classes import NODATA_CLASS, ClassScheme
 from eoseg.device import DEVICES, PRECISIONS, autocast_dtype, resolve_device, resolve_precision
 from eoseg.errors import BandMappingError, BundleError, ConfigError, EosegError, PredictionError
-from eoseg.grid import Tile, TileGrid, check_tile_size
+from eoseg.grid import Tile, TileGrid, check_tile_size, fit_tile
 from eoseg.outputs import plan_outputs
 from eoseg.outputs.atomic import OutputPaths, all_or_nothing, aux_path
 from eoseg.outputs.cog import RasterSink
@@ -347,7 +347,8 @@ class Predictor:
                  stem: str | None) -> SceneResult:
         start = time.perf_counter()
         scene = self.open(path)
-        grid = TileGrid(scene.height, scene.width, self.tile_size, self.overlap, scene.transform, scene.crs)
+        size, overlap = fit_tile(scene.height, scene.width, self.tile_size, self.overlap)
+        grid = TileGrid(scene.height, scene.width, size, overlap, scene.transform, scene.crs)
         paths = plan_outputs(Path(out_dir), stem or scene.stem, probabilities=self.settings.probabilities,
                              overwrite=self.settings.overwrite)
         scaling = self._scaling(scene)

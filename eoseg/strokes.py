@@ -590,16 +590,17 @@ def _draw_strokes(ax, strokes: Strokes, scene: Scene, factor: float, scheme: Cla
 def write_label_quicklook(scene: Scene, strokes: Strokes, labels_path: Path, png_path: Path,
                           scheme: ClassScheme = COASTAL) -> Path:
     """A PNG: true colour with the strokes, SWIR1/NIR/green false colour (when present), and the labels."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import rasterio
-    from matplotlib.patches import Patch
     from rasterio.enums import Resampling
 
-    from eoseg.outputs.atomic import atomic_write
-    from eoseg.outputs.quicklook import MAX_SIDE, _decimated_shape, class_image, true_colour
+    from eoseg.outputs.quicklook import (
+        MAX_SIDE,
+        _decimated_shape,
+        class_image,
+        finish_figure,
+        panel_figure,
+        true_colour,
+    )
 
     shape = _decimated_shape(scene.height, scene.width, MAX_SIDE)
     factor = scene.height / shape[0]
@@ -608,27 +609,10 @@ def write_label_quicklook(scene: Scene, strokes: Strokes, labels_path: Path, png
     panels = [("true colour and strokes", true_colour(scene.path, shape))]
     with contextlib.suppress(BandMappingError):  # no SWIR1 or NIR: no false-colour panel
         panels.append(("SWIR1 / NIR / green", true_colour(scene.path, shape, roles=("swir1", "nir", "green"))))
-    aspect = min(max(shape[1] / shape[0], 0.25), 2.5)
-    fig, axes = plt.subplots(1, len(panels) + 1, figsize=(max(4.2 * aspect * (len(panels) + 1) + 1, 8), 5.6),
-                             dpi=110)
-    for ax, (title, image) in zip(axes, panels, strict=False):
-        ax.imshow(image)
-        ax.set_title(title, fontsize=9)
+    panels.append(("labels (dark: 255, ignore)", class_image(labels, scheme)))
+    fig, axes = panel_figure(panels, shape)
     _draw_strokes(axes[0], strokes, scene, factor, scheme)
     axes[0].set_xlim(-0.5, shape[1] - 0.5)
     axes[0].set_ylim(shape[0] - 0.5, -0.5)
-    axes[-1].set_facecolor("#303030")
-    axes[-1].imshow(class_image(labels, scheme))
-    axes[-1].set_title("labels (dark: 255, ignore)", fontsize=9)
-    for ax in axes:
-        ax.set_xticks([])
-        ax.set_yticks([])
-    handles = [Patch(facecolor=np.array(c.colour) / 255, edgecolor="black", label=c.name) for c in scheme.classes]
-    handles.append(Patch(facecolor="#303030", edgecolor="black", label="ignore / nodata"))
-    fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False, fontsize=8)
-    fig.suptitle(f"{scene.path.name}: eoseg label", fontsize=10)
-    fig.tight_layout(rect=(0, 0.06, 1, 0.95))
-    with atomic_write(png_path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    finish_figure(fig, png_path, scheme, f"{scene.path.name}: eoseg label", nodata_label="ignore / nodata")
     return png_path

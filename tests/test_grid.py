@@ -45,3 +45,14 @@ def test_bad_tile_size_names_the_fix(size, overlap, match):
     with pytest.raises(TileSizeError, match=match) as err:
         TileGrid(100, 100, size, overlap)
     assert "use" in str(err.value)
+
+
+def test_fit_tile_never_exceeds_the_scene_short_side_by_more_than_the_multiple():
+    from eoseg.grid import fit_tile
+
+    assert fit_tile(1007, 140, 512, 128) == (160, 40)  # the Klamath strip: 20 px of padding, not 372
+    assert fit_tile(299, 299, 512, 128) == (320, 80)
+    assert fit_tile(2000, 1000, 512, 128) == (512, 128)  # scenes larger than a tile keep the card's tiles
+    assert fit_tile(10, 10, 512, 64) == (32, 4)
+    size, overlap = fit_tile(191, 368, 256, 128)
+    assert size == 192 and overlap <= size // 2

@@ -310,3 +310,21 @@ def test_labels_feed_a_training_dataset_with_255_as_ignore(labelled, s2_scene, t
         r0, c0, h, w = record["window"]
         np.testing.assert_array_equal(ds[i][1].numpy(), labels[r0:r0 + h, c0:c0 + w])  # 255 stays 255
     assert (torch.stack([ds[i][1] for i in range(len(ds))]) == IGNORE).any()
+
+
+def test_label_quicklook_leaves_the_matplotlib_backend_alone(s2_scene, strokes_file, tmp_path, monkeypatch):
+    import matplotlib
+
+    from eoseg.strokes import read_strokes, write_label_quicklook
+
+    switches = []
+    monkeypatch.setattr(matplotlib, "use", lambda *a, **k: switches.append(a))
+    scene = open_scene(s2_scene)
+    labels = tmp_path / "labels.tif"
+    with rasterio.open(s2_scene) as src:
+        profile = {"driver": "GTiff", "width": src.width, "height": src.height, "count": 1, "dtype": "uint8",
+                   "crs": src.crs, "transform": src.transform, "nodata": 255}
+    with rasterio.open(labels, "w", **profile) as dst:
+        dst.write(np.full((1, profile["height"], profile["width"]), 3, np.uint8))
+    png = write_label_quicklook(scene, read_strokes(strokes_file, scene), labels, tmp_path / "q.png")
+    assert switches == [] and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

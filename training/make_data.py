@@ -32,6 +32,7 @@ from eoseg.dataset import make_dataset  # noqa: E402
 from eoseg.strokes import label_scene  # noqa: E402
 
 TILE = 256
+REPEATED = r"^(.+?)(?:_rep\d+)?$"  # a piece and its repeats form one group of the split
 
 
 def crop(src: Path, window: tuple[int, int, int, int], dst: Path, descriptions: tuple[str, ...] = ()) -> Path:
@@ -107,13 +108,18 @@ def dataset_config(out: Path, split: str) -> dict:
     """An eoseg dataset config over the pieces of ``split`` (every band mapped explicitly, roles ROLES)."""
     sources = []
     for site in SITES:
+        repeats = site.repeat if split == "train" else 1
         for image in sorted((out / split).glob(f"{site.stem}__{site.name}_*.tif")):
-            sources.append({"kind": "scene", "scene": str(image), "labels": str(out / split / "labels" / image.name),
-                            "roles": list(ROLES), "bands": list(site.bands), "name": image.stem.split("__")[1]})
+            for k in range(repeats):  # a repeated piece keeps its group (below), so it stays in one split
+                labels = str(out / split / "labels" / image.name)
+                name = image.stem.split("__")[1] + (f"_rep{k}" if k else "")
+                sources.append({"kind": "scene", "scene": str(image), "labels": labels, "roles": list(ROLES),
+                                "bands": list(site.bands), "name": name})
     fractions = {"train": 0.85, "validation": 0.15, "test": 0.0} if split == "train" else \
         {"train": 0.0, "validation": 0.0, "test": 1.0}
     return {"sources": sources, "tile_size": TILE, "overlap": TILE // 2, "ignore_value": IGNORE,
-            "min_labelled_fraction": 0.05, "split": {**fractions, "seed": 114, "group_by": "scene"}}
+            "min_labelled_fraction": 0.05,
+            "split": {**fractions, "seed": 114, "group_by": "pattern", "group_pattern": REPEATED}}
 
 
 def main() -> None:

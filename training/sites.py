@@ -27,6 +27,7 @@ class Site:
     test: Window | None
     negative: bool = False  # a scene with no coast: every valid pixel is "other" (no strokes needed)
     descriptions: tuple[str, ...] = ()  # band names written into the pieces where the scene has none
+    repeat: int = 1  # training pieces listed this many times: the 30 m Landsat coasts are small next to Virginia
 
     @property
     def stem(self) -> str:
@@ -43,10 +44,10 @@ SITES = (
          train=((0, 0, 1932, 560), (0, 560, 1060, 440)), test=(1100, 600, 832, 400)),
     Site("klamath", SCENES / "coastal_tiles/2017-10-02-18-57-29_L8_GREATER_KLAMATH_ms.tif", (1, 2, 3, 4, 5),
          allowed=(0, 0, 140, 1007), train=((0, 0, 140, 520), (0, 800, 140, 207)), test=(0, 560, 140, 200),
-         descriptions=("blue", "green", "red", "nir", "swir1", "qa")),
+         descriptions=("blue", "green", "red", "nir", "swir1", "qa"), repeat=4),
     Site("benin", SCENES / "landsat7_benin_togo/L7_Benin_Togo_0_median_2000_ms.tif", (1, 2, 3, 4, 5),
          allowed=(0, 0, 368, 191), train=((0, 0, 200, 191),), test=(232, 0, 136, 191),
-         descriptions=("blue", "green", "red", "nir", "swir1", "qa")),
+         descriptions=("blue", "green", "red", "nir", "swir1", "qa"), repeat=4),
     Site("inland", SCENES / "landsat8_allbands_crop/LC80200392015216LGN00_crop_30m_11band.tif", (2, 3, 4, 5, 6),
          allowed=(0, 0, 627, 603), train=((0, 0, 627, 450),), test=(0, 482, 627, 121), negative=True),
 )

@@ -23,9 +23,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from eoseg.batch.jobs import SceneJob, TaskSpec, now
+from eoseg.batch.jobs import SceneJob, TaskSpec, make_out_root, now
 from eoseg.batch.records import read_json
-from eoseg.errors import OutputError, OutputExistsError
+from eoseg.errors import OutputExistsError
 from eoseg.outputs.atomic import (
     Written,
     cleanup_temporaries,
@@ -133,7 +133,7 @@ def try_claim(job: SceneJob, spec: TaskSpec, worker) -> Claim | None:
     may not be replaced (:func:`check_replaceable`).
     """
     path = job.claim_path(spec.out_root)
-    _make_out_dir(path.parent)
+    make_out_root(path.parent)
     token = unique_token()
     if _create(path, _body(spec, worker, token)):
         claim = Claim(path, token)
@@ -152,14 +152,6 @@ def try_claim(job: SceneJob, spec: TaskSpec, worker) -> Claim | None:
     if _create(path, _body(spec, worker, token)):
         return Claim(path, token, recovered_from=data.get("worker") if own and data else None)
     return None
-
-
-def _make_out_dir(out_dir: Path) -> None:
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"cannot create the output directory ({exc.strerror or exc})", path=out_dir,
-                          fix="choose a writable directory with --out") from None
 
 
 def prepare(job: SceneJob, spec: TaskSpec) -> None:

@@ -62,10 +62,6 @@ def write_quicklook(scene_path: str | Path, classes_path: str | Path, png_path: 
                     max_side: int = MAX_SIDE) -> Path:
     """Write a PNG with the true-colour scene, a SWIR1/NIR/red false colour (when the scene has those bands: sand
     is bright pink, surf cyan, vegetation green, water dark), the classes, and a class legend."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from matplotlib.patches import Patch
-
     scene_path, png_path = Path(scene_path), Path(png_path)
     with rasterio.open(classes_path) as ds:
         shape = _decimated_shape(ds.height, ds.width, max_side)
@@ -75,24 +71,40 @@ def write_quicklook(scene_path: str | Path, classes_path: str | Path, png_path: 
     if false is not None:
         panels.append(("false colour: SWIR1, NIR, red", false))
     panels.append(("eoseg classes", class_image(classes, scheme)))
+    fig, axes = panel_figure(panels, shape)
+    finish_figure(fig, png_path, scheme, title or scene_path.name, nodata_label="nodata")
+    return png_path
+
+
+def panel_figure(panels: list[tuple[str, np.ndarray]], shape: tuple[int, int]):
+    """A figure with one image panel per ``(title, image)``, side by side, without ticks (the last panel, the
+    classes, on a dark background). No pyplot: the caller's matplotlib backend is left alone."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     aspect = min(max(shape[1] / shape[0], 0.25), 2.5)  # width / height of one panel
     panel_h = 5.0
     fig_w = max(len(panels) * panel_h * aspect + 1.0, 7.5)  # wide enough for titles and the legend
-    fig = Figure(figsize=(fig_w, panel_h + 1.2), dpi=110)  # no pyplot: the caller's backend is left alone
+    fig = Figure(figsize=(fig_w, panel_h + 1.2), dpi=110)
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, len(panels))
     axes[-1].set_facecolor("#303030")
     for ax, (name, image) in zip(axes, panels, strict=True):
         ax.imshow(image)
         ax.set_title(name, fontsize=9)
-    for ax in axes:
         ax.set_xticks([])
         ax.set_yticks([])
+    return fig, axes
+
+
+def finish_figure(fig, png_path: Path, scheme: ClassScheme, title: str, nodata_label: str) -> None:
+    """Add the class legend and the title, and write the PNG atomically."""
+    from matplotlib.patches import Patch
+
     handles = [Patch(facecolor=np.array(c.colour) / 255, edgecolor="black", label=c.name) for c in scheme.classes]
-    handles.append(Patch(facecolor="#303030", edgecolor="black", label="nodata"))
+    handles.append(Patch(facecolor="#303030", edgecolor="black", label=nodata_label))
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False, fontsize=8)
-    fig.suptitle(title or scene_path.name, fontsize=10)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout(rect=(0, 0.07, 1, 0.95))
     with atomic_write(png_path) as tmp:
         fig.savefig(tmp, format="png")
-    return png_path
