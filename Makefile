@@ -19,14 +19,14 @@ $(STAMP): pyproject.toml | $(BIN)/python
 venv: $(STAMP)
 
 test: $(STAMP)
-	$(BIN)/ruff check eoseg tests bench examples
+	$(BIN)/ruff check eoseg tests bench examples training
 	$(BIN)/python -m pytest -q
 
 demo: $(STAMP)
 	$(BIN)/python examples/landsat/demo.py --out demo-out
 
 lint: $(STAMP)
-	$(BIN)/ruff check eoseg tests bench examples
+	$(BIN)/ruff check eoseg tests bench examples training
 
 bench: $(STAMP)
 	$(BIN)/python bench/predict.py
