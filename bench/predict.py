@@ -99,13 +99,12 @@ def polygons_alone(classes: Path, scheme, args: argparse.Namespace) -> dict:
 
 def bare_forward(predictor, scene_path: str, batch_size: int) -> dict:
     """Time only the forward passes over the scene's tiles, read and standardized beforehand."""
-    from eoseg.grid import TileGrid
     from eoseg.predict import strip_tile_reader
-    from eoseg.scene import SceneReader, preflight
+    from eoseg.scene import SceneReader
 
     scene = predictor.open(scene_path)
-    grid = TileGrid(scene.height, scene.width, predictor.tile_size, predictor.overlap)
-    std = predictor.standardization.for_stats(preflight(scene))
+    grid = predictor.scene_grid(scene)
+    std = predictor.scene_standardization(scene)
     with SceneReader(scene) as reader:
         read = strip_tile_reader(reader, grid, std)
         tiles = [x for x, v in (read(t) for t in grid) if v.any()]

@@ -347,15 +347,11 @@ class Predictor:
                  stem: str | None) -> SceneResult:
         start = time.perf_counter()
         scene = self.open(path)
-        size, overlap = fit_tile(scene.height, scene.width, self.tile_size, self.overlap)
-        grid = TileGrid(scene.height, scene.width, size, overlap, scene.transform, scene.crs)
+        grid = self.scene_grid(scene)
         paths = plan_outputs(Path(out_dir), stem or scene.stem, probabilities=self.settings.probabilities,
                              overwrite=self.settings.overwrite)
-        scaling = self._scaling(scene)
-        stats = preflight(scene)
-        standardization = self.standardization.for_stats(stats, names=band_labels(scene)).with_scaling(scaling)
-        if scaling is not None:
-            check_reflectance_range(scaling, stats.p98, scene.path)
+        scaling = self._scaling(scene)  # before preflight: unknown units fail before the scene is read
+        standardization = self._standardization(scene, preflight(scene), scaling)
         show = sys.stderr.isatty() if progress is None else progress
         with all_or_nothing(_attempt_files(paths)), tqdm(total=len(grid), unit="tile", desc=scene.path.name,
                                                          disable=not show, leave=False) as bar:
@@ -365,6 +361,21 @@ class Predictor:
                            tiles=counts.total, tiles_skipped=counts.skipped,
                            seconds=time.perf_counter() - start, device=str(self.device), precision=self.precision,
                            bands=tuple(scene.band_mapping), scaling=scaling.to_dict() if scaling else None)
+
+    def scene_grid(self, scene: Scene) -> TileGrid:
+        """The tiles this predictor cuts ``scene`` into (the card's size, or the scene's short side if smaller)."""
+        size, overlap = fit_tile(scene.height, scene.width, self.tile_size, self.overlap)
+        return TileGrid(scene.height, scene.width, size, overlap, scene.transform, scene.crs)
+
+    def scene_standardization(self, scene: Scene) -> Standardization:
+        """What this predictor applies to ``scene``'s values: scene statistics and reflectance scaling filled in."""
+        scaling = self._scaling(scene)
+        return self._standardization(scene, preflight(scene), scaling)
+
+    def _standardization(self, scene: Scene, stats, scaling: Scaling | None) -> Standardization:
+        if scaling is not None:
+            check_reflectance_range(scaling, stats.p98, scene.path)
+        return self.standardization.for_stats(stats, names=band_labels(scene)).with_scaling(scaling)
 
     def _scaling(self, scene: Scene) -> Scaling | None:
         """The scene's values → reflectance, for models that take reflectance (None for the other modes)."""

@@ -227,7 +227,7 @@ def test_blending_beats_pasting_with_the_packaged_model(s2_scene, tmp_path):
     scene = open_scene(scene_path, roles=predictor.card.bands)
     grid = TileGrid(scene.height, scene.width, predictor.tile_size, predictor.overlap)
     assert result.tiles == len(grid) >= 9
-    std = predictor.standardization.for_stats(preflight(scene)).with_scaling(predictor._scaling(scene))
+    std = predictor.scene_standardization(scene)
     with SceneReader(scene) as reader:
         x, valid = reader.read(Window(0, 0, scene.width, scene.height))
     z = std.apply(x, valid)
