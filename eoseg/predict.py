@@ -249,6 +249,21 @@ def _forward_batch(pending: list, forward: Callable[[np.ndarray], np.ndarray], a
     pending.clear()
 
 
+STANDARDIZE_COLUMNS = 512  # strip columns standardized at a time: temporaries stay a tile wide, not a scene wide
+
+
+def standardize_in_place(standardization: Standardization, data: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Apply a per-pixel standardization to a strip (C, H, W) column block by column block, into ``data``.
+
+    A full-width strip of a wide scene is tens of MB per band; the transform's temporaries (scaling, clipping,
+    z-score) are made per block, so they do not grow with the scene's width.
+    """
+    for c0 in range(0, data.shape[2], STANDARDIZE_COLUMNS):
+        cols = slice(c0, c0 + STANDARDIZE_COLUMNS)
+        data[:, :, cols] = standardization.apply(data[:, :, cols], valid[:, cols])
+    return data
+
+
 def strip_tile_reader(reader: SceneReader, grid: TileGrid, standardization: Standardization) -> TileReader:
     """Reads each tile row once as a strip and cuts tiles from it (overlaps are not read twice).
 
@@ -263,7 +278,7 @@ def strip_tile_reader(reader: SceneReader, grid: TileGrid, standardization: Stan
             cache.clear()
             window = Window(0, tile.row_off, grid.width, tile.height)
             data, valid = reader.read(window, pad=(tile.pad_bottom, tile.pad_right))
-            cache[tile.row] = (data if per_tile else standardization.apply(data, valid)), valid
+            cache[tile.row] = (data if per_tile else standardize_in_place(standardization, data, valid)), valid
         data, valid = cache[tile.row]
         cols = slice(tile.col_off, tile.col_off + tile.size[1])
         x, v = data[:, :, cols], valid[:, cols]

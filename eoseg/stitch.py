@@ -111,7 +111,8 @@ class StripAccumulator:
             return
         weight = self._weight[:n]
         covered = (weight > 0) & self._valid[:n]
-        probs = self._probs[:, :n] / np.maximum(weight, 1e-12)
+        probs = self._probs[:, :n]  # normalized in place: these rows leave the strip right after
+        np.divide(probs, np.maximum(weight, 1e-12), out=probs)
         classes = np.argmax(probs, axis=0).astype(np.uint8)
         classes[~covered] = NODATA_CLASS
         if self.keep_probabilities:

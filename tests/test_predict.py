@@ -441,3 +441,20 @@ def test_models_for_scene_lists_packaged_bundles_whose_bands_the_scene_has(
     (packaged_pair.parent / "unused").mkdir(exist_ok=True)
     monkeypatch.setattr(eoseg.bundle, "weights_dir", lambda: packaged_pair.parent / "unused")
     assert models_for_scene(s2_scene) == []
+
+
+def test_standardize_in_place_equals_the_whole_strip_transform(s2_scene, monkeypatch):
+    import eoseg.predict
+    from eoseg.predict import standardize_in_place
+
+    predictor_std = Standardization(mode="reflectance", mean=(0.1,) * 3, std=(0.05,) * 3)
+    scene = open_scene(s2_scene, roles=("red", "green", "blue"))
+    from eoseg.radiometry import scene_scaling
+
+    std = predictor_std.with_scaling(scene_scaling(scene))
+    with SceneReader(scene) as reader:
+        x, valid = reader.read(Window(0, 0, scene.width, scene.height))
+    expected = std.apply(x, valid)
+    monkeypatch.setattr(eoseg.predict, "STANDARDIZE_COLUMNS", 100)  # blocks that do not divide the width
+    out = standardize_in_place(std, x.copy(), valid)
+    np.testing.assert_array_equal(out, expected)
