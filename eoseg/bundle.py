@@ -374,10 +374,21 @@ def card_json(card: ModelCard) -> str:
 
 
 def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The state dict on the CPU, every tensor in its own dtype (float32 weights and BatchNorm statistics
-    stay float32: a float16 copy underflows small running variances and changes the model's outputs)."""
+    """The state dict on the CPU. A float32 tensor is stored as float16 only when that is exact (every value
+    survives the round trip, e.g. weights that came from a float16 file): half the file, bit-identical model.
+    Anything else stays float32 (a float16 copy would underflow small BatchNorm running variances)."""
     model = getattr(model, "_orig_mod", model)  # torch.compile wrapper
-    return {key: value.detach().to("cpu", copy=True).contiguous() for key, value in model.state_dict().items()}
+    return {key: _compact(value.detach().to("cpu", copy=True).contiguous())
+            for key, value in model.state_dict().items()}
+
+
+def _compact(value: torch.Tensor) -> torch.Tensor:
+    import torch
+
+    if value.dtype != torch.float32 or not value.numel():
+        return value
+    half = value.half()
+    return half if torch.equal(half.float(), value) else value
 
 
 def _fsync(path: Path) -> None:

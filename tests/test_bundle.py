@@ -91,7 +91,8 @@ def test_round_trip_gives_the_same_outputs(saved) -> None:
 
     with safe_open(directory / "model.safetensors", "pt") as f:
         names = f.keys()  # a safetensors handle, not a dict
-        assert {f.get_tensor(k).dtype for k in names} == {torch.float32, torch.int64}
+        state = model.state_dict()  # stored values are exactly the model's (float16 only where that is exact)
+        assert all(torch.equal(f.get_tensor(k).to(state[k].dtype), state[k]) for k in names)
     assert (directory / "model.safetensors").stat().st_mode & 0o777 == 0o644
     assert bundle.card.weights_sha256 == bundle_mod.file_sha256(directory / "model.safetensors")
 
@@ -113,6 +114,30 @@ def test_tiny_batchnorm_variances_round_trip_exactly(tmp_path) -> None:
     x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         torch.testing.assert_close(bundle.model(x), model(x), rtol=0, atol=0)
+
+
+def test_float16_storage_only_where_it_is_exact(tmp_path) -> None:
+    """Weights that came from a float16 file are stored as float16 (half the size), bit-identical; others not."""
+    from safetensors.torch import load_file
+
+    model = _model()
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "conv" in name or param.dim() > 1:
+                param.copy_(param.half().float())  # exactly representable in float16
+    directory = save_bundle(model, _card(), tmp_path / "half")
+    stored = load_file(str(directory / "model.safetensors"))
+    state = model.state_dict()
+    for key, value in state.items():
+        exact = value.dtype == torch.float32 and torch.equal(value.half().float(), value)
+        assert stored[key].dtype == (torch.float16 if exact and value.numel() else value.dtype), key
+    assert any(t.dtype == torch.float16 for t in stored.values())
+    loaded = load_bundle(directory).model.state_dict()
+    for key, value in state.items():
+        assert loaded[key].dtype == value.dtype and torch.equal(loaded[key], value), key
+    plain = load_file(str(save_bundle(_model(), _card(), tmp_path / "plain") / "model.safetensors"))
+    weights = [t for k, t in plain.items() if k.endswith("weight") and t.dim() > 1]
+    assert weights and all(t.dtype == torch.float32 for t in weights)  # trained weights stay float32
 
 
 def test_failure_between_the_renames_keeps_the_old_bundle(saved, monkeypatch) -> None:
