@@ -722,11 +722,24 @@ def quality_vrt(product: Product, grid: Grid) -> str | None:
     return _vrt(grid, xml, {})
 
 
+def _band_code(role: str, product: Product) -> str | None:
+    if product.sensor == "sentinel2":
+        table = {r: b for b, r in SENTINEL2_ROLES.items()}
+    elif product.sensor in ("landsat_oli", "landsat_tm"):
+        roles = LANDSAT_OLI_ROLES if product.sensor == "landsat_oli" else LANDSAT_TM_ROLES
+        table = {r: ("SR_B" if product.level == "L2" else "B") + str(n) for n, r in roles.items()}
+    else:
+        table = {}
+    return table.get(role)
+
+
 def missing_band_error(product: Product, missing: Sequence[str], wanted: Sequence[str]) -> BandMappingError:
     have = ", ".join(f"{b.name}({b.role})" for b in product.bands)
+    names = ", ".join(f"{r} band ({_band_code(r, product)})" if _band_code(r, product) else f"{r} band"
+                      for r in missing)
+    kind = {"sentinel2": "Sentinel-2", "landsat": "Landsat", "stac": "STAC"}.get(product.kind, product.kind)
     return BandMappingError(
-        f"the {product.kind.replace('sentinel2', 'Sentinel-2').replace('landsat', 'Landsat')} product "
-        f"{product.product_id} has no {', '.join(missing)} band (it has {have})", path=product.path,
+        f"the {kind} product {product.product_id} has no {names} (it has {have})", path=product.path,
         fix=f"add the band file(s), or use a model that takes {', '.join(r for r in wanted if r not in missing)} only")
 
 
