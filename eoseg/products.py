@@ -451,8 +451,8 @@ def _s2_files(folder: Path, key: str | None) -> tuple[str, dict[str, tuple[int, 
             classi = p
             continue
         match = _S2_FILE.match(p.name)
-        if not match or re.search(r"_(B\d+){2,}", p.name, re.I):
-            continue
+        if not match or re.search(r"_(B\d+){2,}", p.name, re.I) or p.name.upper().startswith("MSK_"):
+            continue  # per-band quality masks (MSK_DETFOO_B02, MSK_QUALIT_B02) are not bands
         band, res = match.group("band").upper(), int(match.group("res") or 0)
         files = found.setdefault(match.group("key").upper(), {})
         if band not in files or res < files[band][0]:

@@ -325,3 +325,65 @@ def test_an_item_collection_needs_an_item_id(tmp_path):
     with pytest.raises(ProductError, match="holds 2 items"):
         open_scene(path, roles=list(FIVE))
     assert open_scene(f"{path}#second", roles=list(FIVE)).stem == "second"
+
+
+# ---------------------------------------------------------------------------------------------- archive layouts
+
+
+C2_ID = "LC08_L2SP_020039_20150804_20200908_02_T1"  # a Collection 2 name for the test layout (not a real product)
+
+
+def test_a_collection_2_level_2_folder_uses_surface_reflectance_bands_and_level_2_scaling(tmp_path):
+    folder = tmp_path / C2_ID
+    folder.mkdir()
+    for n in range(1, 8):
+        shutil.copy(LANDSAT / f"{LANDSAT_ID}_B{n}.TIF", folder / f"{C2_ID}_SR_B{n}.TIF")
+    shutil.copy(LANDSAT / f"{LANDSAT_ID}_QA_PIXEL.TIF", folder / f"{C2_ID}_QA_PIXEL.TIF")
+    shutil.copy(LANDSAT / f"{LANDSAT_ID}_B1.TIF", folder / f"{C2_ID}_ST_B10.TIF")  # thermal: not a model band
+    mtl = {"LANDSAT_METADATA_FILE": {
+        "PRODUCT_CONTENTS": {"LANDSAT_PRODUCT_ID": C2_ID, "PROCESSING_LEVEL": "L2SP"},
+        "IMAGE_ATTRIBUTES": {"SPACECRAFT_ID": "LANDSAT_8", "DATE_ACQUIRED": "2015-08-04",
+                             "SCENE_CENTER_TIME": "16:19:21.7917421Z"},
+        "LEVEL2_SURFACE_REFLECTANCE_PARAMETERS": {f"REFLECTANCE_{k}_BAND_{n}": v for n in range(1, 8)
+                                                  for k, v in (("MULT", "2.75e-05"), ("ADD", "-0.2"))}}}
+    (folder / f"{C2_ID}_MTL.json").write_text(json.dumps(mtl))
+    scene = open_scene(folder / f"{C2_ID}_SR_B4.TIF", roles=list(FIVE))
+    assert scene.stem == C2_ID and scene.product.level == "L2"
+    assert [d for d in scene.band_descriptions] == ["SR_B2", "SR_B3", "SR_B4", "SR_B5", "SR_B6"]
+    scaling = scene_scaling(scene)
+    assert scaling.source == "landsat-c2-l2" and scaling.scale == (2.75e-05,) * 5 and scaling.offset == (-0.2,) * 5
+    (folder / f"{C2_ID}_SR_B6.TIF").unlink()
+    with pytest.raises(BandMappingError, match=r"has no swir1 band \(SR_B6\)"):
+        open_scene(folder, roles=list(FIVE))
+
+
+def test_a_sentinel2_l2a_safe_takes_the_finest_file_of_each_band_and_the_boa_offset(tmp_path):
+    safe = tmp_path / "S2A_MSIL2A_20160112T160000_N0500_R097_T18SVG_20160112T160000.SAFE"
+    img = safe / "GRANULE" / "L2A_T18SVG_A000000_20160112T160000" / "IMG_DATA"
+    (img / "R10m").mkdir(parents=True)
+    (img / "R20m").mkdir()
+    (safe / "GRANULE" / "L2A_T18SVG_A000000_20160112T160000" / "QI_DATA").mkdir()
+    key = "T18SVG_20160112T160000"
+    for band in ("B02", "B03", "B04", "B08"):
+        shutil.copy(S2 / f"{band}.tif", img / "R10m" / f"{key}_{band}_10m.tif")
+    for band in ("B11", "B12"):
+        shutil.copy(S2 / f"{band}.tif", img / "R20m" / f"{key}_{band}_20m.tif")
+    shutil.copy(S2 / "B11.tif", img / "R20m" / f"{key}_B02_20m.tif")  # coarser copy of B02: not chosen
+    shutil.copy(S2 / "B11.tif", safe / "GRANULE" / "L2A_T18SVG_A000000_20160112T160000" / "QI_DATA" /
+                "MSK_DETFOO_B02.tif")  # a per-band quality mask, not a band
+    offsets = "".join(f'<BOA_ADD_OFFSET band_id="{i}">-1000</BOA_ADD_OFFSET>' for i in range(13))
+    (safe / "MTD_MSIL2A.xml").write_text(
+        '<n1:Level-2A_User_Product xmlns:n1="x"><n1:General_Info><Product_Info>'
+        "<PRODUCT_START_TIME>2016-01-12T16:00:00.000Z</PRODUCT_START_TIME><PRODUCT_TYPE>S2MSI2A</PRODUCT_TYPE>"
+        "<PROCESSING_BASELINE>05.00</PROCESSING_BASELINE>"
+        f"<PRODUCT_URI>{safe.name}</PRODUCT_URI></Product_Info><Product_Image_Characteristics>"
+        f"<QUANTIFICATION_VALUES_LIST><BOA_QUANTIFICATION_VALUE>10000</BOA_QUANTIFICATION_VALUE>"
+        f"</QUANTIFICATION_VALUES_LIST><BOA_ADD_OFFSET_VALUES_LIST>{offsets}</BOA_ADD_OFFSET_VALUES_LIST>"
+        "</Product_Image_Characteristics></n1:General_Info></n1:Level-2A_User_Product>")
+    product = find_product(safe)
+    assert product.product_id == safe.name[:-5] and product.level == "L2A"
+    assert Path({b.name: b.href for b in product.bands}["B02"]).name == f"{key}_B02_10m.tif"
+    assert all(b.offset == -0.1 and b.scale == 1e-4 for b in product.bands)
+    assert product.datetime.isoformat() == "2016-01-12T16:00:00+00:00"
+    scene = open_scene(safe / "MTD_MSIL2A.xml", roles=list(FIVE))
+    assert (scene.width, scene.height) == (128, 128)

@@ -71,7 +71,7 @@ def product_entries(folder: Path, filenames: list[str]) -> tuple[list[Path], lis
         s2 = _S2_FILE.match(name)
         if landsat and (_LANDSAT_BAND.search(name) or _LANDSAT_QA.search(name) or _MTL.search(name)):
             groups.setdefault(("landsat", landsat.group(1).upper()), []).append(name)
-        elif s2 and not _MULTI_BAND.search(name):
+        elif s2 and not _MULTI_BAND.search(name) and not name.upper().startswith("MSK_"):
             groups.setdefault(("sentinel2", s2.group("key").upper()), []).append(name)
         else:
             plain.append(name)
