@@ -387,3 +387,16 @@ def test_a_sentinel2_l2a_safe_takes_the_finest_file_of_each_band_and_the_boa_off
     assert product.datetime.isoformat() == "2016-01-12T16:00:00+00:00"
     scene = open_scene(safe / "MTD_MSIL2A.xml", roles=list(FIVE))
     assert (scene.width, scene.height) == (128, 128)
+
+
+def test_the_gdal_cache_is_sized_for_every_band_file_of_a_product(tmp_path):
+    from eoseg.process import MIN_GDAL_CACHE, block_rows_cache_bytes
+
+    rows = 4096  # enough block rows that the need exceeds the floor for these tiny files
+    per_file = []
+    for i, band in enumerate(("B02", "B03", "B04", "B08", "B11", "B12")):
+        plain = Path(shutil.copy(S2 / f"{band}.tif", tmp_path / f"plain{i}.tif"))  # not named as a product
+        per_file.append(block_rows_cache_bytes(plain, rows) - 16 * 2**20)
+    assert min(per_file) > MIN_GDAL_CACHE - 16 * 2**20
+    assert block_rows_cache_bytes(S2, rows) == sum(per_file) + 16 * 2**20
+    assert block_rows_cache_bytes(S2 / "B02.tif", rows) == sum(per_file) + 16 * 2**20  # a band file: its product
