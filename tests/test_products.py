@@ -392,7 +392,7 @@ def test_a_sentinel2_l2a_safe_takes_the_finest_file_of_each_band_and_the_boa_off
 def test_the_gdal_cache_is_sized_for_every_band_file_of_a_product(tmp_path):
     from eoseg.process import MIN_GDAL_CACHE, block_rows_cache_bytes
 
-    rows = 4096  # enough block rows that the need exceeds the floor for these tiny files
+    rows = 16384  # enough block rows that the need exceeds the floor for these tiny files
     per_file = []
     for i, band in enumerate(("B02", "B03", "B04", "B08", "B11", "B12")):
         plain = Path(shutil.copy(S2 / f"{band}.tif", tmp_path / f"plain{i}.tif"))  # not named as a product
