@@ -215,6 +215,17 @@ def masked_pixels(layer: np.ndarray, kind: str, classes: Sequence[str]) -> np.nd
 # ---------------------------------------------------------------------------------------------- recognizing
 
 
+_WARNED: set[tuple[str, str]] = set()
+
+
+def _warn_once(folder: Path, message: str) -> None:
+    """A product's warning once per process (a product is recognized several times per prediction)."""
+    key = (str(folder.resolve()), message)
+    if key not in _WARNED:
+        _WARNED.add(key)
+        log.warning(message, folder)
+
+
 def _err_unreadable(path: Path, what: str, exc: BaseException | str) -> ProductError:
     return ProductError(f"cannot read the {what} ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})",
                         path=path, fix="use the product's original metadata file (re-download the product)")
@@ -351,7 +362,7 @@ def _landsat_product(folder: Path, *, given: Path, mtl: Path | None = None, prod
     when = _landsat_datetime(values, found_id)
     quality = QualityLayer(str(qa), "qa_pixel") if qa is not None else None
     if quality is None:
-        log.warning("%s: no QA_PIXEL file; clouds are not masked", given)
+        _warn_once(folder, "%s: no QA_PIXEL file; clouds are not masked")
     return Product(path=given, product_id=values.get("LANDSAT_PRODUCT_ID", found_id) or found_id, kind="landsat",
                    sensor=sensor, platform=(spacecraft or None) and spacecraft.lower().replace("_", "-"),
                    datetime=when, level=level, bands=bands, quality=quality, scaling_source=source,
@@ -497,8 +508,8 @@ def _sentinel2_product(folder: Path, *, given: Path, key: str | None = None) -> 
     elif classi is not None:
         quality = QualityLayer(str(classi), "classi")
     else:
-        log.warning("%s: no SCL or MSK_CLASSI layer (L1C products before processing baseline 04.00 carry GML "
-                    "cloud masks, which are not read); clouds are not masked", given)
+        _warn_once(folder, "%s: no SCL or MSK_CLASSI layer (L1C products before processing baseline 04.00 carry "
+                           "GML cloud masks, which are not read); clouds are not masked")
     spacecraft = meta.get("spacecraft")
     product_id = (meta.get("uri") or (folder.name if folder.name.upper().endswith(".SAFE") else "")).removesuffix(
         ".SAFE") or key.strip("_") or folder.name

@@ -400,3 +400,23 @@ def test_the_gdal_cache_is_sized_for_every_band_file_of_a_product(tmp_path):
     assert min(per_file) > MIN_GDAL_CACHE - 16 * 2**20
     assert block_rows_cache_bytes(S2, rows) == sum(per_file) + 16 * 2**20
     assert block_rows_cache_bytes(S2 / "B02.tif", rows) == sum(per_file) + 16 * 2**20  # a band file: its product
+
+
+def test_batch_discovery_makes_one_job_per_product(tmp_path):
+    from eoseg.batch.discovery import discover_scenes
+
+    arch = tmp_path / "arch"
+    shutil.copytree(S2, arch / "s2" / "anything")  # per-band files without a PRODUCT_URI: the folder names it
+    flat = arch / "flat"
+    flat.mkdir()
+    other = "LC80200392015232LGN00"
+    for f in LANDSAT.iterdir():
+        shutil.copy(f, flat / f.name)
+        shutil.copy(f, flat / f.name.replace(LANDSAT_ID, other))
+    shutil.copy(Path(__file__).parent / "data" / "s2_virginia_10m_6band_crop.tif", flat / "plain.tif")
+    jobs = discover_scenes([arch])
+    assert sorted(str(j.relpath) for j in jobs) == sorted(
+        [f"flat/{LANDSAT_ID}", f"flat/{other}", "flat/plain.tif", "s2/anything"])
+    by_rel = {str(j.relpath): j for j in jobs}
+    assert by_rel[f"flat/{other}"].path.name == f"{other}_MTL.txt"  # the MTL stands for its product
+    assert open_scene(by_rel[f"flat/{other}"].path, roles=list(FIVE)).stem == other
