@@ -29,8 +29,11 @@ Quality layers are decoded by :func:`quality_flags` following each product's doc
   opaque clouds, cirrus, snow / ice, each non-zero where flagged. Earlier L1C products carry their cloud
   mask as GML vectors, which are not read (a warning says so).
 
-Fill (and saturated / defective pixels where the layer flags them) is always invalid; ``--mask`` chooses
-which of clouds, cloud shadow and snow are masked too (default ``clouds,shadow``).
+- Landsat Collection 2 ``QA_RADSAT`` (USGS, same guide): bit n − 1 set where band n is saturated; a pixel
+  saturated in a band the model reads is invalid.
+
+Fill and saturated / defective pixels are always invalid (unless ``--mask none``); ``--mask`` chooses which of
+clouds, cloud shadow and snow are masked too (default ``clouds,shadow``).
 """
 
 from __future__ import annotations
@@ -83,6 +86,7 @@ _LANDSAT_ID = re.compile(
     r"^(L[CEMOT]\d{2}_L[12][A-Z]{2}_\d{6}_\d{8}_\d{8}_\d{2}_[A-Z0-9]{2}|L[CEMOT]\d{14}[A-Z]{3}\d{2})", re.I)
 _LANDSAT_BAND = re.compile(r"_(SR_)?B(\d{1,2})\.TIF{1,2}$", re.I)
 _LANDSAT_QA = re.compile(r"_QA_PIXEL\.TIF{1,2}$", re.I)
+_LANDSAT_RADSAT = re.compile(r"_QA_RADSAT\.TIF{1,2}$", re.I)
 _S2_FILE = re.compile(r"^(?P<key>.*?)_?(?P<band>B0[1-9]|B1[0-2]|B8A|SCL)(?:_(?P<res>\d0)m)?\.(jp2|tif|tiff)$", re.I)
 _S2_MTD = re.compile(r"^MTD_MSIL(1C|2A)\.xml$", re.I)
 _S2_CLASSI = re.compile(r"^MSK_CLASSI_B00\.(jp2|tif|tiff)$", re.I)
@@ -120,6 +124,7 @@ class Product:
     level: str | None  # 'L1' | 'L2' (Landsat), 'L1C' | 'L2A' (Sentinel-2)
     bands: tuple[ProductBand, ...]
     quality: QualityLayer | None = None
+    saturation: str | None = None  # Landsat QA_RADSAT (bit n-1: band n saturated)
     scaling_source: str = ""
     scaling_detail: str = ""
     properties: dict = field(default_factory=dict, compare=False)  # extra STAC properties to pass on
@@ -181,15 +186,21 @@ def parse_mask(value: str | Sequence[str] | None) -> tuple[str, ...]:
 # ---------------------------------------------------------------------------------------------- quality
 
 
-def quality_flags(layer: np.ndarray, kind: str) -> dict[str, np.ndarray]:
-    """``{fill, clouds, shadow, snow}`` boolean arrays (H, W) from a quality layer's bands (B, H, W)."""
+def quality_flags(layer: np.ndarray, kind: str, saturation_bits: int = 0) -> dict[str, np.ndarray]:
+    """``{fill, clouds, shadow, snow}`` boolean arrays (H, W) from a quality layer's bands (B, H, W).
+
+    For ``qa_pixel`` a second band is ``QA_RADSAT``: pixels with any of ``saturation_bits`` set count as fill.
+    """
     if kind == "qa_pixel":
         qa = layer[0].astype(np.uint16)
 
         def bit(b: int) -> np.ndarray:
             return (qa >> b) & 1 == 1
 
-        return {"fill": bit(QA_FILL), "clouds": bit(QA_CLOUD) | bit(QA_DILATED_CLOUD) | bit(QA_CIRRUS),
+        fill = bit(QA_FILL)
+        if saturation_bits and layer.shape[0] > 1:
+            fill = fill | ((layer[1].astype(np.uint16) & saturation_bits) != 0)
+        return {"fill": fill, "clouds": bit(QA_CLOUD) | bit(QA_DILATED_CLOUD) | bit(QA_CIRRUS),
                 "shadow": bit(QA_SHADOW), "snow": bit(QA_SNOW)}
     if kind == "scl":
         scl = layer[0]
@@ -203,9 +214,9 @@ def quality_flags(layer: np.ndarray, kind: str) -> dict[str, np.ndarray]:
     raise ValueError(f"unknown quality layer kind {kind!r}")
 
 
-def masked_pixels(layer: np.ndarray, kind: str, classes: Sequence[str]) -> np.ndarray:
-    """Pixels the model must not see: fill (always) and the chosen ``classes``."""
-    flags = quality_flags(layer, kind)
+def masked_pixels(layer: np.ndarray, kind: str, classes: Sequence[str], saturation_bits: int = 0) -> np.ndarray:
+    """Pixels the model must not see: fill and saturation (always) and the chosen ``classes``."""
+    flags = quality_flags(layer, kind, saturation_bits)
     out = flags["fill"].copy()
     for name in classes:
         out |= flags[name]
@@ -308,12 +319,12 @@ def _flatten_mtl_json(data: dict, groups: tuple[str, ...] = ()) -> dict[str, str
     return values
 
 
-def _landsat_files(folder: Path, product_id: str | None) -> tuple[str, dict[int, Path], dict[int, Path], Path | None]:
-    """``(product id, L1 band files, SR band files, QA_PIXEL)``; refuses band files of two products."""
+def _landsat_files(folder: Path, product_id: str | None) -> tuple[str, dict[int, Path], dict[int, Path], dict]:
+    """``(product id, L1 band files, SR band files, {qa, radsat})``; refuses band files of two products."""
     ids: dict[str, list[Path]] = {}
     for p in sorted(folder.iterdir()):
         match = _LANDSAT_ID.match(p.name)
-        if match and (_LANDSAT_BAND.search(p.name) or _LANDSAT_QA.search(p.name)):
+        if match and (_LANDSAT_BAND.search(p.name) or _LANDSAT_QA.search(p.name) or _LANDSAT_RADSAT.search(p.name)):
             ids.setdefault(match.group(1).upper(), []).append(p)
     if product_id is None:
         if len(ids) > 1:
@@ -326,13 +337,15 @@ def _landsat_files(folder: Path, product_id: str | None) -> tuple[str, dict[int,
         log.info("%s: ignoring %d band file(s) of other products", folder, len(others))
     l1: dict[int, Path] = {}
     sr: dict[int, Path] = {}
-    qa = None
+    qa: dict[str, Path] = {}
     for p in ids.get((product_id or "").upper(), []):
         band = _LANDSAT_BAND.search(p.name)
         if band:
             (sr if band.group(1) else l1)[int(band.group(2))] = p
         elif _LANDSAT_QA.search(p.name):
-            qa = p
+            qa["qa"] = p
+        elif _LANDSAT_RADSAT.search(p.name):
+            qa["radsat"] = p
     if product_id is None:
         raise ProductError("holds no Landsat band files (<product id>_B<n>.TIF or _SR_B<n>.TIF)", path=folder,
                            fix="pass the folder that holds the product's band files")
@@ -360,12 +373,14 @@ def _landsat_product(folder: Path, *, given: Path, mtl: Path | None = None, prod
                            f"of {found_id}", path=given, fix="pass the folder that holds the product's band files")
     bands, source, detail = _landsat_scaling(files, roles, values, level, mtl, given)
     when = _landsat_datetime(values, found_id)
-    quality = QualityLayer(str(qa), "qa_pixel") if qa is not None else None
+    quality = QualityLayer(str(qa["qa"]), "qa_pixel") if "qa" in qa else None
     if quality is None:
         _warn_once(folder, "%s: no QA_PIXEL file; clouds are not masked")
     return Product(path=given, product_id=values.get("LANDSAT_PRODUCT_ID", found_id) or found_id, kind="landsat",
                    sensor=sensor, platform=(spacecraft or None) and spacecraft.lower().replace("_", "-"),
-                   datetime=when, level=level, bands=bands, quality=quality, scaling_source=source,
+                   datetime=when, level=level, bands=bands, quality=quality,
+                   saturation=str(qa["radsat"]) if quality is not None and "radsat" in qa else None,
+                   scaling_source=source,
                    scaling_detail=detail)
 
 
@@ -727,10 +742,26 @@ def quality_vrt(product: Product, grid: Grid) -> str | None:
     if grid.crs is not None and crs != grid.crs:
         raise GeoreferenceError(f"the quality layer {Path(product.quality.href).name} is on another CRS than the bands",
                                 path=product.path, fix="use the product's own quality layer")
-    xml = [f'<VRTRasterBand dataType="{_GDAL_TYPES.get(dtype, "UInt16")}" band="{b}">'
-           + _source_xml(product.quality.href, b, transform, width, height, grid) + "</VRTRasterBand>"
-           for b in range(1, count + 1)]
+    layers = [(product.quality.href, b, transform, width, height, dtype) for b in range(1, count + 1)]
+    if product.saturation is not None:
+        with _open_band(product.saturation, product.path) as ds:
+            layers.append((product.saturation, 1, ds.transform, ds.width, ds.height, ds.dtypes[0]))
+    xml = [f'<VRTRasterBand dataType="{_GDAL_TYPES.get(dtype, "UInt16")}" band="{i}">'
+           + _source_xml(href, b, transform, width, height, grid) + "</VRTRasterBand>"
+           for i, (href, b, transform, width, height, dtype) in enumerate(layers, start=1)]
     return _vrt(grid, xml, {})
+
+
+def saturation_bits(product: Product, band_indexes: Sequence[int]) -> int:
+    """``QA_RADSAT`` bits of the bands the model reads (bit n − 1 for band n), 0 without the layer."""
+    if product.saturation is None:
+        return 0
+    bits = 0
+    for i in band_indexes:
+        number = re.search(r"(\d+)$", product.bands[i - 1].name)
+        if number:
+            bits |= 1 << (int(number.group(1)) - 1)
+    return bits
 
 
 def _band_code(role: str, product: Product) -> str | None:
@@ -766,15 +797,16 @@ def mask_fractions(scene, rows: int = 512) -> MaskFractions | None:
     from rasterio.windows import Window
 
     counts = dict.fromkeys(("fill", "clouds", "shadow", "snow", "masked"), 0)
+    bits = scene.mask.saturation_bits
     with rasterio.open(scene.mask.source) as ds:
         for top in range(0, ds.height, rows):
             layer = ds.read(window=Window(0, top, ds.width, min(rows, ds.height - top)))
-            flags = quality_flags(layer, scene.mask.kind)
+            flags = quality_flags(layer, scene.mask.kind)  # fill without saturation: clouds are of the scene
             fill = flags["fill"]
             counts["fill"] += int(fill.sum())
             for name in MASK_CLASSES:
                 counts[name] += int((flags[name] & ~fill).sum())
-            counts["masked"] += int(masked_pixels(layer, scene.mask.kind, scene.mask.classes).sum())
+            counts["masked"] += int(masked_pixels(layer, scene.mask.kind, scene.mask.classes, bits).sum())
     total = scene.width * scene.height
     clear = max(total - counts["fill"], 1)
     return MaskFractions(valid=(total - counts["masked"]) / total, cloud=counts["clouds"] / clear,

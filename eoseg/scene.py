@@ -15,7 +15,7 @@ import re
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -69,6 +69,7 @@ class SceneMask:
     source: str
     kind: str  # see eoseg.products.quality_flags
     classes: tuple[str, ...]
+    saturation_bits: int = 0  # Landsat QA_RADSAT bits of the bands the model reads (second band of ``source``)
 
 
 @dataclass(frozen=True)
@@ -327,6 +328,10 @@ def open_scene(
         if not georeferenced:
             log.warning("%s: no usable CRS or geotransform; outputs carry pixel coordinates", path)
         indexes, role_names = _resolve_bands(ds, path, roles, bands, product)
+        if scene_mask is not None:
+            from eoseg.products import saturation_bits
+
+            scene_mask = replace(scene_mask, saturation_bits=saturation_bits(product, indexes))
         scene = Scene(
             path=path, width=ds.width, height=ds.height, count=ds.count, dtype=ds.dtypes[0],
             crs=ds.crs if georeferenced else None, transform=ds.transform if georeferenced else Affine.identity(),
@@ -453,7 +458,8 @@ class SceneReader:
         except RasterioError as exc:
             raise SceneReadError(f"cannot read the quality layer ({_first_line(exc)})", path=self.scene.path,
                                  fix="re-download the product") from exc
-        return masked_pixels(layer, self.scene.mask.kind, self.scene.mask.classes)
+        mask = self.scene.mask
+        return masked_pixels(layer, mask.kind, mask.classes, mask.saturation_bits)
 
     def strips(self, rows: int | None = None) -> Iterator[Window]:
         """Full-width windows of about a megapixel each, covering the scene top to bottom."""

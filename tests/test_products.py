@@ -218,12 +218,21 @@ def qa_classes() -> dict[str, np.ndarray]:
         return quality_flags(ds.read(), "qa_pixel")
 
 
+def saturated_in_read_bands() -> np.ndarray:
+    """QA_RADSAT pixels saturated in B2..B6 (the five-band model's bands); the fixture also saturates B1 only."""
+    with rasterio.open(LANDSAT / f"{LANDSAT_ID}_QA_RADSAT.TIF") as ds:
+        radsat = ds.read(1)
+    assert (radsat == 1).any()  # B1 only: must stay valid
+    return (radsat & sum(1 << (n - 1) for n in range(2, 7))) != 0
+
+
 @pytest.mark.parametrize("mask", ["clouds,shadow", "clouds", "snow", "none"])
 def test_clouds_in_qa_pixel_become_nodata(five_band_bundle, tmp_path, mask):
     flags = qa_classes()
     assert flags["clouds"].any() and flags["shadow"].any()
     result = predictor(five_band_bundle, mask=mask).predict(LANDSAT, tmp_path, progress=False)
-    expected = np.zeros_like(flags["clouds"])
+    expected = saturated_in_read_bands() if mask != "none" else np.zeros_like(flags["clouds"])
+    assert expected.any() or mask == "none"
     for name in parse_mask(mask):
         expected |= flags[name]
     np.testing.assert_array_equal(classes_of(result) == 255, expected)
@@ -407,6 +416,9 @@ def test_batch_discovery_makes_one_job_per_product(tmp_path):
 
     arch = tmp_path / "arch"
     shutil.copytree(S2, arch / "s2" / "anything")  # per-band files without a PRODUCT_URI: the folder names it
+    shutil.copy(S2 / "B02.tif", arch / "s2" / "anything" / "TCI.tif")  # other files of a product are not scenes
+    shutil.copytree(LANDSAT, arch / "single" / LANDSAT_ID)
+    shutil.copy(LANDSAT / f"{LANDSAT_ID}_B1.TIF", arch / "single" / LANDSAT_ID / f"{LANDSAT_ID}_SAA.TIF")
     flat = arch / "flat"
     flat.mkdir()
     other = "LC80200392015232LGN00"
@@ -416,7 +428,7 @@ def test_batch_discovery_makes_one_job_per_product(tmp_path):
     shutil.copy(Path(__file__).parent / "data" / "s2_virginia_10m_6band_crop.tif", flat / "plain.tif")
     jobs = discover_scenes([arch])
     assert sorted(str(j.relpath) for j in jobs) == sorted(
-        [f"flat/{LANDSAT_ID}", f"flat/{other}", "flat/plain.tif", "s2/anything"])
+        [f"flat/{LANDSAT_ID}", f"flat/{other}", "flat/plain.tif", "s2/anything", f"single/{LANDSAT_ID}"])
     by_rel = {str(j.relpath): j for j in jobs}
     assert by_rel[f"flat/{other}"].path.name == f"{other}_MTL.txt"  # the MTL stands for its product
     assert open_scene(by_rel[f"flat/{other}"].path, roles=list(FIVE)).stem == other

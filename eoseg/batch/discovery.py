@@ -60,8 +60,9 @@ def _has_s2_metadata(filenames: list[str]) -> bool:
 
 
 def product_entries(folder: Path, filenames: list[str]) -> tuple[list[Path], list[str]]:
-    """``(products, other files)`` of one folder: the folder itself when it holds one product, else one member
-    (its MTL, or its first band file) per product among its files."""
+    """``(products, other files)`` of one folder: the folder itself when it holds one product (its other files,
+    e.g. Landsat angle bands or Sentinel-2 TCI / AOT, are part of it), else one member (its MTL, or its first
+    band file) per product among its files, and the files of no product."""
     if folder.name.upper().endswith(".SAFE") or _has_s2_metadata(filenames):
         return [folder], []
     groups: dict[tuple[str, str], list[str]] = {}
@@ -69,16 +70,21 @@ def product_entries(folder: Path, filenames: list[str]) -> tuple[list[Path], lis
     for name in filenames:
         landsat = _LANDSAT_ID.match(name)
         s2 = _S2_FILE.match(name)
-        if landsat and (_LANDSAT_BAND.search(name) or _LANDSAT_QA.search(name) or _MTL.search(name)):
+        if landsat:  # every file named by a Landsat product id is part of that product
             groups.setdefault(("landsat", landsat.group(1).upper()), []).append(name)
         elif s2 and not _MULTI_BAND.search(name) and not name.upper().startswith("MSK_"):
             groups.setdefault(("sentinel2", s2.group("key").upper()), []).append(name)
         else:
             plain.append(name)
     if len(groups) == 1:
-        return [folder], plain
-    members = [folder / next((n for n in names if _MTL.search(n)), names[0]) for names in groups.values()]
+        return [folder], []
+    members = [folder / next((n for n in names if _MTL.search(n)),
+                             next((n for n in names if _is_band_name(n)), names[0])) for names in groups.values()]
     return members, plain
+
+
+def _is_band_name(name: str) -> bool:
+    return bool(_LANDSAT_BAND.search(name) or _S2_FILE.match(name))
 
 
 def _json_entries(path: Path, seen: set[Path] | None = None) -> list[Path]:

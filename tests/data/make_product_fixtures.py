@@ -5,7 +5,8 @@
 - ``LC80200392015216LGN00/``: a Landsat 8 Level-1 product folder: ``<id>_B1.TIF`` … ``_B7.TIF`` (64 × 64 px at
   30 m cut from the all-bands crop), the product's own MTL trimmed to the keys eoseg reads, and a SYNTHETIC
   ``<id>_QA_PIXEL.TIF`` in the Collection 2 bit layout (a cloud with its dilated rim, a cloud shadow, clear
-  elsewhere) so that cloud masking can be tested on real pixels.
+  elsewhere) and a SYNTHETIC ``<id>_QA_RADSAT.TIF`` (a patch saturated in band 5, one saturated in band 1 only)
+  so that cloud and saturation masking can be tested on real pixels.
 - ``S2A_18SVG_20160112_0_L1C/``: a Sentinel-2 L1C folder of per-band GeoTIFFs as the common archives name them
   (``B02.tif`` …): B02 B03 B04 B08 at 10 m (128 × 128 px), B11 B12 at 20 m (64 × 64 px, the 2 × 2 means of the
   10 m stack's nearest-upsampled values, i.e. the original 20 m values), and a trimmed ``MTD_MSIL1C.xml`` carrying
@@ -109,6 +110,15 @@ def synthetic_qa_pixel(shape: tuple[int, int]) -> np.ndarray:
     return qa
 
 
+def synthetic_qa_radsat(shape: tuple[int, int]) -> np.ndarray:
+    """Collection 2 QA_RADSAT values (bit n - 1: band n saturated): band 5 saturated in one patch, band 1 (which
+    the five-band models do not read) in another."""
+    radsat = np.zeros(shape, np.uint16)
+    radsat[56:60, 2:10] = 1 << 4
+    radsat[56:60, 20:30] = 1 << 0
+    return radsat
+
+
 def make_landsat() -> Path:
     folder = OUT / LANDSAT_ID
     folder.mkdir(parents=True)
@@ -117,8 +127,9 @@ def make_landsat() -> Path:
         for band in LANDSAT_BANDS:
             index = list(src.descriptions).index(band) + 1
             _write(folder / f"{LANDSAT_ID}_{band}.TIF", src.read(index, window=LANDSAT_WINDOW), src.profile, transform)
-        _write(folder / f"{LANDSAT_ID}_QA_PIXEL.TIF", synthetic_qa_pixel((LANDSAT_WINDOW.height, LANDSAT_WINDOW.width)),
-               src.profile, transform)
+        shape = (LANDSAT_WINDOW.height, LANDSAT_WINDOW.width)
+        _write(folder / f"{LANDSAT_ID}_QA_PIXEL.TIF", synthetic_qa_pixel(shape), src.profile, transform)
+        _write(folder / f"{LANDSAT_ID}_QA_RADSAT.TIF", synthetic_qa_radsat(shape), src.profile, transform)
     (folder / f"{LANDSAT_ID}_MTL.txt").write_text(trim_mtl(LANDSAT_MTL.read_text(), MTL_KEYS))
     return folder
 
