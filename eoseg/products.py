@@ -611,16 +611,17 @@ def stac_item_product(item: dict, path: Path, given: Path) -> Product:
         if not href:
             continue
         lowered = key.lower()
-        if lowered in ("scl", "qa_pixel") or (lowered == "qa" and sensor and sensor.startswith("landsat")):
-            quality = QualityLayer(_href(href, path), "scl" if lowered == "scl" else "qa_pixel")
+        if lowered.startswith(("scl", "qa_pixel")) or (lowered == "qa" and sensor and sensor.startswith("landsat")):
+            if quality is None:  # the first of duplicates ('scl', 'scl-jp2')
+                quality = QualityLayer(_href(href, path), "scl" if lowered.startswith("scl") else "qa_pixel")
             continue
         eo = asset.get("eo:bands") or asset.get("bands") or []
         common = (eo[0].get("common_name") or eo[0].get("eo:common_name")) if len(eo) == 1 else None
         name = (eo[0].get("name") if len(eo) == 1 else None) or key
         role = STAC_COMMON_NAMES.get(str(common or "").lower()) or STAC_COMMON_NAMES.get(lowered) or (
             SENTINEL2_ROLES.get(name.upper()) if sensor == "sentinel2" else None)
-        if role is None or "data" not in (asset.get("roles") or ["data"]):
-            continue
+        if role is None or "data" not in (asset.get("roles") or ["data"]) or any(b.role == role for b in bands):
+            continue  # not a band, or a second copy of one (Earth Search lists 'blue' and 'blue-jp2')
         raster = (asset.get("raster:bands") or [{}])[0] if asset.get("raster:bands") else {}
         scale, offset = raster.get("scale"), raster.get("offset")
         bands.append(ProductBand(name, role, _href(href, path), None if scale is None else float(scale),

@@ -176,8 +176,11 @@ def test_stac_item_scaling_and_roles_come_from_the_item(tmp_path):
     for asset in item["assets"].values():
         asset["href"] = str((PRODUCTS / asset["href"]).resolve())
     path = tmp_path / "item.json"
+    item["assets"]["blue-jp2"] = {**item["assets"]["blue"], "href": "s3://requester-pays/B02.jp2"}  # a 2nd copy
     path.write_text(json.dumps(item))
-    scaling = scene_scaling(open_scene(path, roles=list(FIVE)))
+    scene = open_scene(path, roles=list(FIVE))
+    assert Path(scene.product.bands[0].href).name == "B02.tif" and len(scene.product.bands) == 6
+    scaling = scene_scaling(scene)
     assert scaling.offset == (-0.1,) * 5  # baseline 04.00 on: DN offset -1000
     item["assets"]["blue"]["raster:bands"] = [{"scale": 0.0002, "offset": 0.5}]
     for asset in item["assets"].values():
