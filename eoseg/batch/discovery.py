@@ -17,7 +17,7 @@ from pathlib import Path, PurePosixPath
 
 from eoseg.batch.jobs import SceneJob
 from eoseg.errors import ConfigError, EosegError
-from eoseg.products import _LANDSAT_BAND, _LANDSAT_ID, _LANDSAT_QA, _S2_FILE, _S2_MTD
+from eoseg.products.base import LANDSAT_BAND, LANDSAT_ID, LANDSAT_QA, S2_FILE, S2_MTD
 
 GEOTIFF_SUFFIXES = (".tif", ".tiff")
 MANIFEST_SUFFIXES = (".txt", ".csv", ".lst", ".list")
@@ -56,7 +56,7 @@ def _scan_directory(root: Path, exclude: Path | None) -> list[Path]:
 
 
 def _has_s2_metadata(filenames: list[str]) -> bool:
-    return any(_S2_MTD.match(f) for f in filenames)
+    return any(S2_MTD.match(f) for f in filenames)
 
 
 def product_entries(folder: Path, filenames: list[str]) -> tuple[list[Path], list[str]]:
@@ -68,8 +68,8 @@ def product_entries(folder: Path, filenames: list[str]) -> tuple[list[Path], lis
     groups: dict[tuple[str, str], list[str]] = {}
     plain = []
     for name in filenames:
-        landsat = _LANDSAT_ID.match(name)
-        s2 = _S2_FILE.match(name)
+        landsat = LANDSAT_ID.match(name)
+        s2 = S2_FILE.match(name)
         if landsat:  # every file named by a Landsat product id is part of that product
             groups.setdefault(("landsat", landsat.group(1).upper()), []).append(name)
         elif s2 and not _MULTI_BAND.search(name) and not name.upper().startswith("MSK_"):
@@ -84,7 +84,7 @@ def product_entries(folder: Path, filenames: list[str]) -> tuple[list[Path], lis
 
 
 def _is_band_name(name: str) -> bool:
-    return bool(_LANDSAT_BAND.search(name) or _S2_FILE.match(name))
+    return bool(LANDSAT_BAND.search(name) or S2_FILE.match(name))
 
 
 def _json_entries(path: Path, seen: set[Path] | None = None) -> list[Path]:
@@ -200,9 +200,9 @@ def _relative(file: Path, root: Path) -> PurePosixPath:
 
 def _is_product_member(path: Path) -> bool:
     name = path.name
-    return path.is_dir() or bool(_MTL.search(name) or _S2_MTD.match(name)) or bool(
-        _LANDSAT_ID.match(name) and (_LANDSAT_BAND.search(name) or _LANDSAT_QA.search(name))) or bool(
-        _S2_FILE.match(name) and not _MULTI_BAND.search(name))
+    return path.is_dir() or bool(_MTL.search(name) or S2_MTD.match(name)) or bool(
+        LANDSAT_ID.match(name) and (LANDSAT_BAND.search(name) or LANDSAT_QA.search(name))) or bool(
+        S2_FILE.match(name) and not _MULTI_BAND.search(name))
 
 
 def _product_relpath(path: Path, root: Path) -> PurePosixPath:
