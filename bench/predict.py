@@ -8,9 +8,13 @@ Measured in one run (machines are noisy, so ratios are what count):
 - peak RSS of a prediction with ``--min-area 900 --simplify 10`` (sieve on strips, per-batch coverage
   simplification) on that scene and on the same scene resampled 4× per side (16× the area, 7728 × 7784 px:
   the size of a full Landsat scene), each in its own process; their ratio (target <= 1.2);
-- polygons per second (and MP/s) of writing that run's polygons again from its class COG, alone.
+- polygons per second (and MP/s) of writing that run's polygons again from its class COG, alone;
+- with ``--product``: the same scene as a Sentinel-2 product folder (per-band files, B11/B12 at 20 m, read through
+  a VRT and resampled on the fly) vs the stacked GeoTIFF: MP/s and peak RSS ratios, and whether the class
+  rasters are identical.
 
 Usage: python bench/predict.py [--model resunet] [--precision auto] [--min-area 900] [--simplify 10] [--skip-large]
+                               [--product]
 """
 
 from __future__ import annotations
@@ -73,7 +77,8 @@ def child(args: argparse.Namespace) -> None:
         out["peak_rss_mib"] = peak_rss_mib()
     else:
         result = predictor.predict(args.scene, args.out, progress=False)
-        out |= {"seconds": result.seconds, "pixels": result.width * result.height, "tiles": result.tiles}
+        out |= {"seconds": result.seconds, "pixels": result.width * result.height, "tiles": result.tiles,
+                "classes": str(result.outputs["classes"])}
         out["peak_rss_mib"] = peak_rss_mib()  # before the polygon timing below, which is not part of predict
         if polygon_options:
             out |= polygons_alone(result.outputs["classes"], predictor.scheme, args)
@@ -134,6 +139,8 @@ def main() -> None:
     parser.add_argument("--skip-large", action="store_true", help="skip the 16× scene (memory ratio)")
     parser.add_argument("--min-area", type=float, default=900.0, help="m², for the peak RSS runs")
     parser.add_argument("--simplify", type=float, default=10.0, help="CRS units, for the peak RSS runs")
+    parser.add_argument("--product", action="store_true",
+                        help="also predict the scene as a Sentinel-2 product folder (per-band files, 20 m bands)")
     parser.add_argument("--child", choices=["e2e", "e2e-polygons", "forward"])
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
@@ -148,6 +155,9 @@ def main() -> None:
         e2e = measure("e2e", args.scene, tmp / "small", args)
         fwd = measure("forward", args.scene, tmp / "fwd", args)
         report(args.scene, e2e, fwd)
+        if args.product:
+            product = measure("e2e", make_product(args.scene, tmp / "S2A_18SVG_20160112_0_L1C"), tmp / "product", args)
+            report_product(e2e, product)
         small = measure("e2e-polygons", args.scene, tmp / "small-polygons", args)
         report_polygons(f"scene {args.scene.name}", small, args)
         if not args.skip_large:
@@ -155,6 +165,39 @@ def main() -> None:
             large = measure("e2e-polygons", big, tmp / "large", args)
             report_polygons("scene resampled 4× per side", large, args)
             report_large(small, large)
+
+
+def make_product(stack: Path, folder: Path) -> Path:
+    """The stack as a Sentinel-2 folder of per-band GeoTIFFs: 10 m bands as they are, B11/B12 at 20 m (the 2 × 2
+    means of their nearest-upsampled values, i.e. the original 20 m pixels)."""
+    import rasterio
+
+    folder.mkdir()
+    with rasterio.open(stack) as ds:
+        for i, name in enumerate(ds.descriptions, start=1):
+            data = ds.read(i)
+            transform = ds.transform
+            if name in ("B11", "B12"):
+                data = data.reshape(data.shape[0] // 2, 2, data.shape[1] // 2, 2).mean(axis=(1, 3)).astype(data.dtype)
+                transform = transform * transform.scale(2)
+            meta = {"driver": "GTiff", "width": data.shape[1], "height": data.shape[0], "count": 1,
+                    "dtype": data.dtype.name, "crs": ds.crs, "transform": transform, "tiled": True,
+                    "compress": "deflate", "blockxsize": 256, "blockysize": 256}
+            with rasterio.open(folder / f"{name}.tif", "w", **meta) as dst:
+                dst.write(data, 1)
+    return folder
+
+
+def report_product(stack: dict, product: dict) -> None:
+    import rasterio
+
+    with rasterio.open(stack["classes"]) as a, rasterio.open(product["classes"]) as b:
+        identical = bool((a.read() == b.read()).all())
+    print("the same scene as a Sentinel-2 product folder (per-band files, B11/B12 at 20 m, VRT on the fly):")
+    print(f"  end-to-end    {product['seconds']:7.2f} s  {mps(product):6.3f} MP/s  "
+          f"peak RSS {product['peak_rss_mib']:.0f} MiB")
+    print(f"  ratio product / stack: MP/s {mps(product) / mps(stack):.3f}, peak RSS "
+          f"{product['peak_rss_mib'] / stack['peak_rss_mib']:.3f}; class rasters identical: {identical}")
 
 
 def mps(m: dict) -> float:

@@ -89,3 +89,7 @@ class ScalingError(EosegError, ValueError):
     """A scene's values cannot be turned into reflectance (units unknown)."""
 
     exit_code = 2
+
+
+class ProductError(EosegError, ValueError):
+    """An archive product (Landsat / Sentinel-2 folder, metadata file, STAC item) cannot be used as a scene."""

@@ -34,6 +34,7 @@ from eoseg.outputs.qgis import raster_qml, write_qml
 from eoseg.outputs.stac import write_stac_item
 from eoseg.outputs.vectors import PolygonWriter
 from eoseg.process import block_rows_cache_bytes, keep_freed_memory_mapped  # noqa: F401  (moved; old imports work)
+from eoseg.products import product_info, scene_quality, stac_properties
 from eoseg.radiometry import Scaling, check_reflectance_range, scene_scaling
 from eoseg.scene import Scene, SceneReader, map_bands, open_scene, preflight
 from eoseg.standardize import Standardization
@@ -62,8 +63,12 @@ class PredictSettings:
     allow_ungeoreferenced: bool = False
     scale: float | None = None  # reflectance = value × scale + offset (overrides the scaling read from metadata)
     offset: float | None = None
+    mask: str = "clouds,shadow"  # product inputs: quality-layer classes made nodata (eoseg.products.parse_mask)
 
     def __post_init__(self) -> None:
+        from eoseg.products import parse_mask
+
+        parse_mask(self.mask)
         for name, value, allowed in (("device", self.device, DEVICES), ("precision", self.precision, PRECISIONS),
                                      ("tta", self.tta, TTA_MODES)):
             if value not in allowed:
@@ -89,6 +94,8 @@ class SceneResult:
     precision: str
     bands: tuple[dict, ...] = ()  # Scene.band_mapping: {role, band, description} per model band
     scaling: dict | None = None  # the reflectance scaling applied (reflectance standardization)
+    quality: dict | None = None  # valid / cloud fractions (eoseg.products.scene_quality)
+    product: dict | None = None  # archive product inputs: id, sensor, datetime (eoseg.products.product_info)
 
     @property
     def megapixels_per_second(self) -> float:
@@ -101,7 +108,15 @@ class SceneResult:
                 f"{self.precision} → {len(self.outputs)} outputs in {out_dir}/; bands "
                 + " ".join(f"{b['role']}={b['band']}:{b['description'] or '?'}" for b in self.bands)
                 + (f"; reflectance ×{_short(self.scaling['scale'])} +{_short(self.scaling['offset'])} "
-                   f"({self.scaling['source']})" if self.scaling else ""))
+                   f"({self.scaling['source']})" if self.scaling else "")
+                + _quality_text(self.quality))
+
+
+def _quality_text(quality: dict | None) -> str:
+    if not quality or quality.get("valid_fraction") is None:
+        return ""
+    cloud = quality.get("cloud_fraction")
+    return f"; valid {quality['valid_fraction']:.1%}" + (f", cloud {cloud:.1%}" if cloud is not None else "")
 
 
 def _short(values: Sequence[float]) -> str:
@@ -344,7 +359,7 @@ class Predictor:
         """Open a scene and map its bands to the model's; a mapping failure names the packaged models that fit."""
         try:
             return open_scene(path, roles=self.card.bands, bands=self.settings.bands,
-                              allow_ungeoreferenced=self.settings.allow_ungeoreferenced)
+                              allow_ungeoreferenced=self.settings.allow_ungeoreferenced, mask=self.settings.mask)
         except BandMappingError as exc:
             fitting = [] if self.settings.bands is not None else models_for_scene(path)
             if not fitting:
@@ -366,16 +381,19 @@ class Predictor:
         paths = plan_outputs(Path(out_dir), stem or scene.stem, probabilities=self.settings.probabilities,
                              overwrite=self.settings.overwrite)
         scaling = self._scaling(scene)  # before preflight: unknown units fail before the scene is read
-        standardization = self._standardization(scene, preflight(scene), scaling)
+        stats = preflight(scene)
+        standardization = self._standardization(scene, stats, scaling)
+        quality = scene_quality(scene, stats.valid_fraction)
         show = sys.stderr.isatty() if progress is None else progress
         with all_or_nothing(_attempt_files(paths)), tqdm(total=len(grid), unit="tile", desc=scene.path.name,
                                                          disable=not show, leave=False) as bar:
             counts = self._write_rasters(scene, grid, standardization, paths, bar)
-            outputs = self._finish_outputs(scene, paths, scaling)
+            outputs = self._finish_outputs(scene, paths, scaling, quality)
         return SceneResult(scene=scene.path, outputs=outputs, height=scene.height, width=scene.width,
                            tiles=counts.total, tiles_skipped=counts.skipped,
                            seconds=time.perf_counter() - start, device=str(self.device), precision=self.precision,
-                           bands=tuple(scene.band_mapping), scaling=scaling.to_dict() if scaling else None)
+                           bands=tuple(scene.band_mapping), scaling=scaling.to_dict() if scaling else None,
+                           quality=quality, product=product_info(scene))
 
     def scene_grid(self, scene: Scene) -> TileGrid:
         """The tiles this predictor cuts ``scene`` into (the card's size, or the scene's short side if smaller)."""
@@ -420,7 +438,8 @@ class Predictor:
                                  batch_size=self.settings.batch_size, keep_probabilities=probs_sink is not None,
                                  progress=bar)
 
-    def _finish_outputs(self, scene: Scene, paths, scaling: Scaling | None = None) -> dict[str, Path]:
+    def _finish_outputs(self, scene: Scene, paths, scaling: Scaling | None = None,
+                        quality: dict | None = None) -> dict[str, Path]:
         outputs = {"classes": paths.classes}
         write_qml(paths.qml, raster_qml(self.scheme))
         outputs["style"] = paths.qml
@@ -429,10 +448,12 @@ class Predictor:
         outputs["polygons"] = paths.polygons  # streamed from the finished rows by _write_rasters
         write_stac_item(paths.stac, scene_path=scene.path, item_id=scene.stem, outputs=dict(outputs),
                         crs=scene.crs, transform=scene.transform, shape=scene.shape, scheme=self.scheme,
+                        datetime=getattr(scene.product, "datetime", None),
                         properties={"eoseg:model": self.card.name, "eoseg:model_sha256": self.model_hash,
                                     "eoseg:bands": scene.band_mapping,
                                     "eoseg:standardization": self.standardization.mode,
-                                    "eoseg:scaling": scaling.to_dict() if scaling else None})
+                                    "eoseg:scaling": scaling.to_dict() if scaling else None,
+                                    **stac_properties(scene, quality)})
         outputs["stac"] = paths.stac
         return outputs
 

@@ -5,6 +5,8 @@
 and the first that applies wins (:attr:`Scaling.source` names it, :attr:`Scaling.detail` says why):
 
 1. ``user``: ``--scale`` / ``--offset`` given.
+1b. an archive product's metadata (:mod:`eoseg.products`: MTL, ``MTD_MSIL*.xml``, STAC ``raster:bands``),
+   with the source names below.
 2. ``float``: floating-point data is taken as reflectance as it is (CoastSat ``_ms`` tiles, TOA composites).
 3. ``band-metadata``: the raster declares a band scale / offset (GDAL ``scale`` / ``offset``) other than 1 / 0.
 4. ``landsat-c2-l2``: Landsat Collection 2 Level-2 surface reflectance (``SR_B*`` band names, ``L2SP`` /
@@ -94,7 +96,7 @@ class _Evidence:
 def _evidence(scene: Scene) -> _Evidence:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        with rasterio.open(scene.path) as ds:
+        with rasterio.open(scene.dataset) as ds:
             tags = {k.upper(): v for k, v in ds.tags().items()}
             band_tags = tuple({k.upper(): v for k, v in ds.tags(i).items()} for i in scene.band_indexes)
             descriptions = tuple((ds.descriptions[i - 1] or "").strip() for i in scene.band_indexes)
@@ -122,6 +124,18 @@ def _from_user(ev: _Evidence, scale, offset) -> Scaling | None:
     return Scaling(_per_band(1.0 if scale is None else scale, n, "--scale", ev.path),
                    _per_band(0.0 if offset is None else offset, n, "--offset", ev.path),
                    "user", "--scale / --offset given")
+
+
+def _from_product(scene: Scene) -> Scaling | None:
+    """An archive product's own metadata (MTL, MTD_MSIL*.xml, STAC raster:bands): see :mod:`eoseg.products`."""
+    product = scene.product
+    if product is None:
+        return None
+    bands = [product.bands[i - 1] for i in scene.band_indexes]
+    if any(b.scale is None or b.offset is None for b in bands):
+        return None
+    return Scaling(tuple(b.scale for b in bands), tuple(b.offset for b in bands), product.scaling_source,
+                   product.scaling_detail)
 
 
 def _from_float(ev: _Evidence) -> Scaling | None:
@@ -287,7 +301,7 @@ def scene_scaling(scene: Scene, scale: float | Sequence[float] | None = None,
                   offset: float | Sequence[float] | None = None) -> Scaling:
     """The scaling that turns the mapped bands of ``scene`` into reflectance (see the module docstring)."""
     ev = _evidence(scene)
-    found = _from_user(ev, scale, offset)
+    found = _from_user(ev, scale, offset) or _from_product(scene)
     for rule in (_from_float, _from_band_metadata, _from_landsat_l2, _from_sentinel2, _from_mtl):
         found = found or rule(ev)
     if found is None:

@@ -15,7 +15,7 @@ import re
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -63,8 +63,22 @@ _SENSOR_PATTERNS = (
 
 
 @dataclass(frozen=True)
+class SceneMask:
+    """A quality layer on the scene's grid (a GDAL dataset name or VRT XML) and the classes it masks."""
+
+    source: str
+    kind: str  # see eoseg.products.quality_flags
+    classes: tuple[str, ...]
+    saturation_bits: int = 0  # Landsat QA_RADSAT bits of the bands the model reads (second band of ``source``)
+
+
+@dataclass(frozen=True)
 class Scene:
-    """One scene and the bands that feed the model, 1-based, in role order."""
+    """One scene and the bands that feed the model, 1-based, in role order.
+
+    A product input (:mod:`eoseg.products`) keeps what the user gave as ``path`` and reads its bands through
+    ``source`` (a VRT stacking the band files); ``mask`` marks its clouds / fill invalid.
+    """
 
     path: Path
     width: int
@@ -78,6 +92,14 @@ class Scene:
     roles: tuple[str, ...]
     georeferenced: bool
     band_descriptions: tuple[str | None, ...] = ()  # of the mapped bands, in role order
+    source: str | None = None  # what GDAL opens when it is not ``path`` (a product's VRT)
+    product: object | None = None  # eoseg.products.Product
+    mask: SceneMask | None = None
+
+    @property
+    def dataset(self) -> str | Path:
+        """What to open with rasterio to read the scene's bands."""
+        return self.source or self.path
 
     @property
     def band_mapping(self) -> list[dict]:
@@ -96,6 +118,8 @@ class Scene:
 
     @property
     def stem(self) -> str:
+        if self.product is not None:
+            return self.product.product_id
         return self.path.name.rsplit(".", 1)[0] if self.path.suffix else self.path.name
 
 
@@ -224,8 +248,18 @@ def map_bands(
 
 
 @contextmanager
-def _reading(path: Path) -> Iterator[rasterio.io.DatasetReader]:
-    """Open a raster, turning every way it can fail into a :class:`SceneReadError`."""
+def _reading(path: Path, source: str | None = None) -> Iterator[rasterio.io.DatasetReader]:
+    """Open a raster (``source`` instead of ``path`` when given: a product's VRT), turning every way it can fail
+    into a :class:`SceneReadError`."""
+    if source is not None:
+        try:
+            ds = rasterio.open(source)
+        except RasterioError as exc:
+            raise SceneReadError(f"cannot open the product's bands ({_first_line(exc)})", path=path,
+                                 fix="re-download the product") from exc
+        with ds:
+            yield ds
+        return
     if not path.exists():
         raise SceneReadError("file does not exist", path=path, fix="check the path")
     if path.is_dir():
@@ -261,13 +295,22 @@ def open_scene(
     roles: Sequence[str] | None = None,
     bands: Sequence[int] | None = None,
     allow_ungeoreferenced: bool = False,
+    mask: str | Sequence[str] | None = None,
 ) -> Scene:
     """Open ``path`` and map its bands to ``roles`` (all bands, in file order, when ``roles`` is None).
 
-    ``bands`` (1-based indexes in role order) overrides the automatic mapping.
+    ``bands`` (1-based indexes in role order) overrides the automatic mapping. ``path`` may also be an archive
+    product (:mod:`eoseg.products`); ``mask`` (``'clouds,shadow'`` by default, ``'none'``) says which classes of
+    its quality layer become invalid.
     """
+    from eoseg.products import find_product
+
+    product = find_product(path)
     path = Path(path)
-    with _reading(path) as ds:
+    source = scene_mask = None
+    if product is not None:
+        source, scene_mask = _product_sources(product, mask)
+    with _reading(path, source) as ds:
         georeferenced = ds.crs is not None and ds.transform != Affine.identity()
         if not georeferenced and not allow_ungeoreferenced:
             raise GeoreferenceError(
@@ -284,16 +327,32 @@ def open_scene(
             georeferenced = False
         if not georeferenced:
             log.warning("%s: no usable CRS or geotransform; outputs carry pixel coordinates", path)
-        indexes, role_names = _resolve_bands(ds, path, roles, bands)
+        indexes, role_names = _resolve_bands(ds, path, roles, bands, product)
+        if scene_mask is not None:
+            from eoseg.products import saturation_bits
+
+            scene_mask = replace(scene_mask, saturation_bits=saturation_bits(product, indexes))
         scene = Scene(
             path=path, width=ds.width, height=ds.height, count=ds.count, dtype=ds.dtypes[0],
             crs=ds.crs if georeferenced else None, transform=ds.transform if georeferenced else Affine.identity(),
             nodata=ds.nodata, band_indexes=indexes, roles=role_names, georeferenced=georeferenced,
             band_descriptions=tuple(ds.descriptions[i - 1] for i in indexes),
+            source=source, product=product, mask=scene_mask,
         )
     if roles is not None:
         log.info("%s: bands %s", path.name, scene.describe_bands())
     return scene
+
+
+def _product_sources(product, mask: str | Sequence[str] | None) -> tuple[str, SceneMask | None]:
+    """A product's band VRT and its quality layer (None with ``--mask none`` or without a layer)."""
+    from eoseg.products import band_vrt, parse_mask, quality_vrt, stack_grid
+
+    classes = parse_mask(mask)
+    grid = stack_grid(product)
+    quality = quality_vrt(product, grid) if classes else None
+    scene_mask = SceneMask(quality, product.quality.kind, classes) if quality is not None else None
+    return band_vrt(product, grid), scene_mask
 
 
 def _has_datum(crs: CRS) -> bool:
@@ -302,7 +361,8 @@ def _has_datum(crs: CRS) -> bool:
 
 
 def _resolve_bands(
-    ds: rasterio.io.DatasetReader, path: Path, roles: Sequence[str] | None, bands: Sequence[int] | None
+    ds: rasterio.io.DatasetReader, path: Path, roles: Sequence[str] | None, bands: Sequence[int] | None,
+    product=None,
 ) -> tuple[tuple[int, ...], tuple[str, ...]]:
     if bands is not None:
         bad = [b for b in bands if not 1 <= b <= ds.count]
@@ -318,7 +378,13 @@ def _resolve_bands(
             )
         names = tuple(roles) if roles is not None else tuple(f"band{b}" for b in bands)
         return tuple(bands), names
-    scene_roles = scene_band_roles(ds, path)
+    scene_roles = list(product.roles) if product is not None else scene_band_roles(ds, path)
+    if product is not None and roles is not None:
+        missing = [r for r in roles if not any(c in scene_roles for c in (r, *FALLBACK_ROLES.get(r, ())))]
+        if missing:
+            from eoseg.products import missing_band_error
+
+            raise missing_band_error(product, missing, roles)
     if roles is None:
         return tuple(range(1, ds.count + 1)), tuple(r or f"band{i + 1}" for i, r in enumerate(scene_roles))
     if ds.count < len(roles) and not any(scene_roles):
@@ -337,10 +403,21 @@ class SceneReader:
 
     def __init__(self, scene: Scene):
         self.scene = scene
-        self._ctx = _reading(scene.path)
+        self._ctx = _reading(scene.path, scene.source)
         self._ds = self._ctx.__enter__()
+        self._mask_ctx = self._mask_ds = None
+        if scene.mask is not None:
+            try:
+                self._mask_ctx = _reading(scene.path, scene.mask.source)
+                self._mask_ds = self._mask_ctx.__enter__()
+            except BaseException:
+                self.close()
+                raise
 
     def close(self) -> None:
+        if self._mask_ctx is not None:
+            self._mask_ctx.__exit__(None, None, None)
+            self._mask_ctx = None
         self._ctx.__exit__(None, None, None)
 
     def __enter__(self) -> SceneReader:
@@ -363,12 +440,26 @@ class SceneReader:
         valid = np.all(masks > 0, axis=0) & np.all(np.isfinite(data), axis=0)
         if self.scene.nodata is not None and math.isfinite(self.scene.nodata):
             valid &= np.all(data != np.float32(self.scene.nodata), axis=0)
+        if self._mask_ds is not None:
+            valid &= ~self._masked(window)
         data[:, ~valid] = 0.0
         pb, pr = pad
         if pb or pr:
             data = np.pad(data, ((0, 0), (0, pb), (0, pr)), mode="reflect" if min(data.shape[1:]) > 1 else "edge")
             valid = np.pad(valid, ((0, pb), (0, pr)), constant_values=False)
         return data, valid
+
+    def _masked(self, window: Window) -> np.ndarray:
+        """Pixels the quality layer marks as fill or as one of the scene's mask classes."""
+        from eoseg.products import masked_pixels
+
+        try:
+            layer = self._mask_ds.read(window=window)
+        except RasterioError as exc:
+            raise SceneReadError(f"cannot read the quality layer ({_first_line(exc)})", path=self.scene.path,
+                                 fix="re-download the product") from exc
+        mask = self.scene.mask
+        return masked_pixels(layer, mask.kind, mask.classes, mask.saturation_bits)
 
     def strips(self, rows: int | None = None) -> Iterator[Window]:
         """Full-width windows of about a megapixel each, covering the scene top to bottom."""
@@ -415,7 +506,9 @@ def preflight(scene: Scene, max_samples: int = 1_000_000) -> SceneStats:
             samples.append(sub[:, subvalid])
     if valid_count == 0:
         raise EmptySceneError(
-            "has no valid pixels (every pixel is nodata)", path=scene.path,
+            "has no valid pixels (every pixel is nodata" + (
+                f" or masked as fill / {', '.join(scene.mask.classes)} by its quality layer)" if scene.mask else ")"),
+            path=scene.path,
             fix="check the nodata value, or choose another scene",
         )
     sample = np.concatenate(samples, axis=1).astype(np.float64)

@@ -43,10 +43,15 @@ def tile_scene(
     bands: Sequence[int] | None = None,
     overwrite: bool = False,
     allow_ungeoreferenced: bool = False,
+    mask: str | None = None,
 ) -> TileIndex:
-    """Write ``out_dir/images/<stem>_<id>.tif`` (+ ``labels/``) and ``out_dir/index.gpkg``."""
+    """Write ``out_dir/images/<stem>_<id>.tif`` (+ ``labels/``) and ``out_dir/index.gpkg``.
+
+    ``scene`` may be an archive product (:mod:`eoseg.products`); ``mask`` chooses what its quality layer marks
+    invalid (tiles without valid pixels are skipped unless ``keep_empty``).
+    """
     out_dir = Path(out_dir)
-    sc = open_scene(scene, bands=bands, allow_ungeoreferenced=allow_ungeoreferenced)
+    sc = open_scene(scene, bands=bands, allow_ungeoreferenced=allow_ungeoreferenced, mask=mask)
     grid = TileGrid(sc.height, sc.width, size, overlap, sc.transform, sc.crs)
     index_path = out_dir / "index.gpkg"
     if index_path.exists() and not overwrite:
@@ -65,7 +70,7 @@ def _write_tiles(sc: Scene, grid: TileGrid, image_dir: Path, label_dir: Path | N
                  label_array: np.ndarray | None, keep_empty: bool) -> tuple[list[dict], int]:
     rows: list[dict] = []
     skipped = 0
-    with SceneReader(sc) as reader, rasterio.open(sc.path) as src:
+    with SceneReader(sc) as reader, rasterio.open(sc.dataset) as src:
         descriptions = [src.descriptions[i - 1] for i in sc.band_indexes]
         for tile in grid:
             raw = src.read(list(sc.band_indexes), window=tile.window)

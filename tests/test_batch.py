@@ -368,8 +368,9 @@ def test_write_summary_csv_and_gpkg(tmp_path):
     ]
     csv_path = write_summary(tmp_path / "s.csv", results, list(IDS))
     lines = csv_path.read_text().splitlines()
-    assert lines[0] == "scene,date,date_source,water_km2,whitewater_km2,sand_km2,other_km2,nodata_km2"
-    assert lines[1] == "a/S2_20190101.tif,2019-01-01,filename,1.5,0.25,0.5,2.0,0.0" and len(lines) == 3
+    assert lines[0] == ("scene,date,date_source,sensor,cloud_fraction,valid_km2,water_km2,whitewater_km2,sand_km2,"
+                        "other_km2,nodata_km2")
+    assert lines[1] == "a/S2_20190101.tif,2019-01-01,filename,,,4.25,1.5,0.25,0.5,2.0,0.0" and len(lines) == 3
     frame = gpd.read_file(write_summary(tmp_path / "s.gpkg", results, list(IDS)))
     assert frame.crs.to_epsg() == 4326 and list(frame["scene"]) == ["a/S2_20190101.tif", "old.tif"]
     assert frame.geometry.iloc[0].area == pytest.approx(1.0) and frame.geometry.iloc[1] is None
@@ -411,7 +412,8 @@ def test_local_cluster_poison_scenes_fail_alone_and_summary(tmp_path, s2_scene, 
     report = run_batch(arch, random_bundle, out, settings=FP32, workers=2, summary=out / "summary.gpkg",
                        dashboard_address="127.0.0.1:0", progress=False)
 
-    assert report.counts == {"ok": 4, "failed": 3, "skipped": 0} and not report.ok and report.workers == 2
+    assert report.counts == {"ok": 4, "failed": 3, "skipped": 0, "too_cloudy": 0}
+    assert not report.ok and report.workers == 2
     lines = report_lines(out)
     assert [line["relpath"] for line in lines] == [r["relpath"] for r in report.results]
     errors = {line["relpath"]: line["error_type"] for line in lines if line["status"] == "failed"}
@@ -522,7 +524,8 @@ def test_resume_after_an_interrupted_run(tmp_path, s2_scene, random_bundle):
 
     report = run_batch(arch, random_bundle, out, settings=FP32, workers=2, resume=True,
                        dashboard_address="127.0.0.1:0", progress=False)
-    assert report.ok and report.counts == {"ok": 6 - len(finished), "failed": 0, "skipped": len(finished)}
+    assert report.ok and report.counts == {"ok": 6 - len(finished), "failed": 0, "skipped": len(finished),
+                                           "too_cloudy": 0}
     skipped = {r["record"] for r in report.results if r["status"] == "skipped"}
     assert skipped == {str(p.relative_to(out)) for p in finished}
     assert checksums(kept) == kept  # finished outputs byte-identical, same modification time

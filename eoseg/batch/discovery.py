@@ -1,19 +1,29 @@
-"""Which scenes a batch processes: files, directories (recursive), globs and manifests, each with its output place."""
+"""Which scenes a batch processes: files, directories (recursive), globs and manifests, each with its output place.
+
+Archive products are one scene each (:mod:`eoseg.products`): a Landsat or Sentinel-2 product folder, or the band
+files of one product among others in a flat folder, is one job named by its product id, never one job per band
+file. STAC Items, ItemCollections (each item: ``FILE.json#ITEM_ID``) and catalogs / collections (their item and
+child links, followed) are accepted as inputs.
+"""
 
 from __future__ import annotations
 
 import csv
 import glob
 import os
+import re
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 
 from eoseg.batch.jobs import SceneJob
-from eoseg.errors import ConfigError
+from eoseg.errors import ConfigError, EosegError
+from eoseg.products.base import LANDSAT_BAND, LANDSAT_ID, LANDSAT_QA, S2_FILE, S2_MTD
 
 GEOTIFF_SUFFIXES = (".tif", ".tiff")
 MANIFEST_SUFFIXES = (".txt", ".csv", ".lst", ".list")
 MANIFEST_COLUMNS = ("path", "scene", "file", "filename", "image")
+_MTL = re.compile(r"_MTL\.(txt|json)$", re.I)
+_MULTI_BAND = re.compile(r"_(B\d+){2,}", re.I)
 
 
 def _is_hidden(path: Path, root: Path) -> bool:
@@ -30,12 +40,76 @@ def _absolute(path: str | os.PathLike) -> Path:
 
 
 def _scan_directory(root: Path, exclude: Path | None) -> list[Path]:
-    found = []
-    for path in root.rglob("*"):
-        if (path.suffix.lower() in GEOTIFF_SUFFIXES and path.is_file() and not _is_hidden(path, root)
-                and not _is_inside(path, exclude)):
-            found.append(path)
-    return sorted(found)
+    """Scenes under ``root``: GeoTIFFs, product folders, and one member of each product in a flat folder."""
+    found: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        folder = Path(dirpath)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and not _is_inside(folder / d, exclude))
+        if _is_inside(folder, exclude) or (folder != root and _is_hidden(folder, root)):
+            continue
+        products, plain = product_entries(folder, sorted(f for f in filenames if not f.startswith(".")))
+        if products == [folder] and not plain and (folder.name.upper().endswith(".SAFE") or not dirnames
+                                                   or _has_s2_metadata(filenames)):
+            dirnames[:] = []  # a product folder (a .SAFE holds its bands in sub-folders)
+        found += products + [folder / f for f in plain if f.lower().endswith(GEOTIFF_SUFFIXES)]
+    return sorted(set(found))
+
+
+def _has_s2_metadata(filenames: list[str]) -> bool:
+    return any(S2_MTD.match(f) for f in filenames)
+
+
+def product_entries(folder: Path, filenames: list[str]) -> tuple[list[Path], list[str]]:
+    """``(products, other files)`` of one folder: the folder itself when it holds one product (its other files,
+    e.g. Landsat angle bands or Sentinel-2 TCI / AOT, are part of it), else one member (its MTL, or its first
+    band file) per product among its files, and the files of no product."""
+    if folder.name.upper().endswith(".SAFE") or _has_s2_metadata(filenames):
+        return [folder], []
+    groups: dict[tuple[str, str], list[str]] = {}
+    plain = []
+    for name in filenames:
+        landsat = LANDSAT_ID.match(name)
+        s2 = S2_FILE.match(name)
+        if landsat:  # every file named by a Landsat product id is part of that product
+            groups.setdefault(("landsat", landsat.group(1).upper()), []).append(name)
+        elif s2 and not _MULTI_BAND.search(name) and not name.upper().startswith("MSK_"):
+            groups.setdefault(("sentinel2", s2.group("key").upper()), []).append(name)
+        else:
+            plain.append(name)
+    if len(groups) == 1:
+        return [folder], []
+    members = [folder / next((n for n in names if _MTL.search(n)),
+                             next((n for n in names if _is_band_name(n)), names[0])) for names in groups.values()]
+    return members, plain
+
+
+def _is_band_name(name: str) -> bool:
+    return bool(LANDSAT_BAND.search(name) or S2_FILE.match(name))
+
+
+def _json_entries(path: Path, seen: set[Path] | None = None) -> list[Path]:
+    """The items a STAC JSON names: itself (an Item), ``FILE.json#ID`` per item of an ItemCollection, or the
+    items reached through a catalog's / collection's ``item`` and ``child`` links."""
+    from eoseg.products import read_json
+
+    seen = seen if seen is not None else set()
+    if path in seen:
+        return []
+    seen.add(path)
+    data = read_json(path)
+    kind = data.get("type")
+    if kind == "Feature":
+        return [path]
+    if kind == "FeatureCollection":
+        return [Path(f"{path}#{f.get('id')}") for f in data.get("features") or []]
+    if kind in ("Catalog", "Collection"):
+        entries = []
+        for link in data.get("links") or []:
+            if link.get("rel") in ("item", "child") and link.get("href"):
+                entries += _json_entries(_absolute(path.parent / link["href"]), seen)
+        return entries
+    raise ConfigError(f"is not a STAC Item, ItemCollection, Catalog or Collection (type {kind!r})", path=path,
+                      fix="give STAC JSON, GeoTIFFs, product folders or a .txt/.csv manifest")
 
 
 def _glob_root(pattern: str) -> Path:
@@ -86,6 +160,8 @@ def _expand_manifest(manifest: Path, exclude: Path | None) -> tuple[Path, list[P
             files += _expand_glob(str(target), exclude)[1]
         elif target.is_dir():
             files += _scan_directory(target, exclude)
+        elif target.is_file() and target.suffix.lower() == ".json":
+            files += _json_entries(target)
         elif target.is_file():
             files.append(target)
         else:
@@ -102,8 +178,10 @@ def _expand_input(item: str | os.PathLike, exclude: Path | None) -> tuple[Path, 
     if path.is_dir():
         return path, _scan_directory(path, exclude)
     if path.is_file():
-        if path.suffix.lower() in MANIFEST_SUFFIXES:
+        if path.suffix.lower() in MANIFEST_SUFFIXES and not _MTL.search(path.name):
             return _expand_manifest(path, exclude)
+        if path.suffix.lower() == ".json" and not _MTL.search(path.name):
+            return path.parent, _json_entries(path)
         return path.parent, [path]
     if glob.has_magic(text):
         return _expand_glob(text, exclude)
@@ -112,10 +190,38 @@ def _expand_input(item: str | os.PathLike, exclude: Path | None) -> tuple[Path, 
 
 
 def _relative(file: Path, root: Path) -> PurePosixPath:
+    if "#" in file.name or file.suffix.lower() == ".json" or _is_product_member(file):
+        return _product_relpath(file, root)
     try:
         return PurePosixPath(file.relative_to(root).as_posix())
     except ValueError:  # a pattern that climbs out of its own prefix ("a/*/../../b.tif")
         return PurePosixPath(file.name)
+
+
+def _is_product_member(path: Path) -> bool:
+    name = path.name
+    return path.is_dir() or bool(_MTL.search(name) or S2_MTD.match(name)) or bool(
+        LANDSAT_ID.match(name) and (LANDSAT_BAND.search(name) or LANDSAT_QA.search(name))) or bool(
+        S2_FILE.match(name) and not _MULTI_BAND.search(name))
+
+
+def _product_relpath(path: Path, root: Path) -> PurePosixPath:
+    """``<folder relative to root>/<product id>``: outputs are named by the product id."""
+    from eoseg.products import find_product
+
+    try:
+        product = find_product(path)
+    except EosegError:
+        product = None  # a broken product: the job fails with the same error, named by its folder
+    container = path if path.is_dir() else Path(str(path).split("#", 1)[0]).parent
+    name = product.product_id if product is not None else (path.name if path.is_dir() else path.stem)
+    try:
+        parent = PurePosixPath(container.relative_to(root).as_posix())
+    except ValueError:
+        parent = PurePosixPath(".")
+    if path.is_dir() and parent != PurePosixPath("."):
+        parent = parent.parent
+    return parent / name
 
 
 def discover_scenes(inputs: Iterable[str | os.PathLike], exclude: str | os.PathLike | None = None) -> list[SceneJob]:
@@ -144,5 +250,6 @@ def discover_scenes(inputs: Iterable[str | os.PathLike], exclude: str | os.PathL
     if not jobs:
         shown = ", ".join(os.fspath(i) for i in inputs) or "<no inputs>"
         raise ConfigError("no scenes found", path=shown,
-                          fix="give GeoTIFFs (.tif/.tiff), folders holding them, glob patterns or a manifest")
+                          fix="give GeoTIFFs (.tif/.tiff), product folders, STAC JSON, folders holding them, glob "
+                              "patterns or a manifest")
     return list(jobs.values())

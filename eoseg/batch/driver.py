@@ -137,6 +137,7 @@ def run_batch(
     checksum_inputs: bool = False,
     dashboard_address: str = "127.0.0.1:8787",
     echo: Callable[[str], None] | None = None,
+    max_cloud: float | None = None,
 ) -> BatchReport:
     """Segment every scene named by ``inputs`` into ``out_dir`` on Dask; see the module docstring.
 
@@ -145,12 +146,16 @@ def run_batch(
     ``torch_threads`` (default: the host's CPUs divided by its Dask threads) bounds PyTorch in each worker.
     ``retries`` applies to unexpected task errors; scene errors are results. ``summary`` (.csv or .gpkg)
     gets per-scene class areas in km². ``echo`` receives progress lines (dashboard address); the per-scene
-    outcomes are in the returned :class:`BatchReport` and in ``out_dir/report.jsonl``.
+    outcomes are in the returned :class:`BatchReport` and in ``out_dir/report.jsonl``. ``max_cloud`` (0–1)
+    skips product scenes whose quality layer flags a larger cloud fraction (status ``too_cloudy``).
     """
     start = time.perf_counter()
     say = echo or log.info
     settings = as_settings(settings)
     _check_arguments(workers, threads_per_worker, retries, torch_threads, summary, scheduler)
+    if max_cloud is not None and not 0 <= max_cloud <= 1:
+        raise ConfigError("--max-cloud is a fraction between 0 and 1", path="--max-cloud",
+                          fix="use e.g. --max-cloud 0.5")
     out_root = Path(out_dir).expanduser().resolve()
     items = [inputs] if isinstance(inputs, str | os.PathLike) else list(inputs)
     jobs = discover_scenes(items, exclude=out_root)
@@ -165,7 +170,7 @@ def run_batch(
             spec = TaskSpec(models=models, settings=settings, out_root=out_root, model_hash=model_hash,
                             batch_id=uuid.uuid4().hex, class_ids=class_ids, nodata=nodata, resume=resume,
                             checksum_inputs=checksum_inputs, summary=summary is not None,
-                            torch_threads=torch_threads, host_threads=engine.host_threads)
+                            torch_threads=torch_threads, host_threads=engine.host_threads, max_cloud=max_cloud)
             outcomes = _run_tasks(engine, jobs, spec, retries, writer, progress)
     except BaseException:
         writer.abandon()

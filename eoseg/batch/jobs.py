@@ -55,6 +55,7 @@ class TaskSpec:
     summary: bool = False
     torch_threads: int | None = None
     host_threads: dict[str, int] = field(default_factory=dict)
+    max_cloud: float | None = None  # skip product scenes whose quality layer says more cloud than this (0-1)
 
 
 def now() -> str:

@@ -16,12 +16,22 @@ from eoseg.predict import PredictSettings
 
 def input_identity(path: Path, checksum: bool = False) -> dict:
     """What identifies an input file for resume: size and mtime_ns, plus sha256 if ``checksum``."""
+    path = Path(str(path).split("#", 1)[0])  # an item of an ItemCollection: the collection file
     try:
         stat = Path(path).stat()
     except OSError as exc:
         raise SceneReadError(f"cannot read the scene ({exc.strerror or exc})", path=path,
                              fix="check that the file exists and is readable from every worker") from None
-    identity: dict[str, Any] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    if path.is_dir():  # a product folder: its files together
+        files = sorted(p for p in path.rglob("*") if p.is_file())
+        stats = [p.stat() for p in files]
+        identity: dict[str, Any] = {"size": sum(st.st_size for st in stats),
+                                    "mtime_ns": max((st.st_mtime_ns for st in stats), default=stat.st_mtime_ns),
+                                    "files": len(files)}
+        if checksum:
+            identity["sha256"] = file_sha256(*files)
+        return identity
+    identity = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
     if checksum:
         identity["sha256"] = file_sha256(path)
     return identity

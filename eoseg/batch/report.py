@@ -11,7 +11,7 @@ from eoseg.outputs.atomic import publish, remove_dead_temporaries, temporary_pat
 REPORT_NAME = "report.jsonl"
 
 
-STATUSES = ("ok", "failed", "skipped")
+STATUSES = ("ok", "failed", "skipped", "too_cloudy")
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,10 @@ class BatchReport:
         if failed:
             lines.append("failed:")
             lines += [f"  {r['relpath']}: {r['error_type']}: {r['error']}" for r in failed]
+        cloudy = [r for r in self.results if r["status"] == "too_cloudy"]
+        if cloudy:
+            lines.append("too cloudy (skipped):")
+            lines += [f"  {r['relpath']}: {r['error']}" for r in cloudy]
         lines.append(f"report: {self.report_path}")
         if self.summary_path:
             lines.append(f"summary: {self.summary_path}")

@@ -37,13 +37,20 @@ def class_areas_km2(classes_path: Path, class_ids: dict[str, int], nodata: int) 
     return {name: area / 1e6 for name, area in totals.items()}
 
 
-def scene_summary(job: SceneJob, classes_path: Path, spec: TaskSpec) -> dict:
-    """Per-scene values for the summary: date, class areas and the WGS84 footprint."""
+def scene_summary(job: SceneJob, classes_path: Path, spec: TaskSpec, outcome: dict | None = None) -> dict:
+    """Per-scene values for the summary: date, class areas and the WGS84 footprint. A product's own acquisition
+    time (``outcome['product']``) wins over what the file says."""
+    import datetime as dt
+
     import rasterio
 
     from eoseg.outputs.stac import scene_datetime, wgs84_geometry
 
-    when, source = scene_datetime(job.path)
+    product = (outcome or {}).get("product") or {}
+    if product.get("datetime"):
+        when, source = dt.datetime.fromisoformat(product["datetime"]), "product"
+    else:
+        when, source = scene_datetime(job.path)
     with rasterio.open(classes_path) as ds:
         geometry, _ = wgs84_geometry(ds.crs, ds.transform, (ds.height, ds.width))
     return {
@@ -54,14 +61,22 @@ def scene_summary(job: SceneJob, classes_path: Path, spec: TaskSpec) -> dict:
     }
 
 
+SUMMARY_COLUMNS = ("scene", "date", "date_source", "sensor", "cloud_fraction", "valid_km2")
+
+
 def summary_rows(results: list[dict], class_names: list[str]) -> list[dict]:
-    """One row per finished scene (by date, then scene): scene, date, date_source, <class>_km2..., nodata_km2."""
+    """One row per finished scene (by date, then scene): scene, date, date_source, sensor, cloud_fraction (of a
+    product's quality layer), valid_km2 (area of classified pixels), <class>_km2..., nodata_km2."""
     rows = []
     for r in results:
         if r["status"] not in ("ok", "skipped") or "areas_km2" not in r:
             continue
-        row = {"scene": r["relpath"], "date": r.get("date"), "date_source": r.get("date_source")}
         areas = r["areas_km2"]
+        classified = [areas.get(name) for name in class_names]
+        row = {"scene": r["relpath"], "date": r.get("date"), "date_source": r.get("date_source"),
+               "sensor": ((r.get("product") or {}).get("platform") or (r.get("product") or {}).get("sensor")),
+               "cloud_fraction": (r.get("quality") or {}).get("cloud_fraction"),
+               "valid_km2": None if any(v is None for v in classified) else sum(classified)}
         row.update({f"{name}_km2": areas.get(name) for name in [*class_names, "nodata"]})
         rows.append(row)
     return sorted(rows, key=lambda row: (row["date"] is None, row["date"] or "", row["scene"]))
@@ -89,7 +104,7 @@ def _write_gpkg(tmp: Path, rows: list[dict], columns: list[str], results: list[d
 def write_summary(path: Path, results: list[dict], class_names: list[str]) -> Path:
     """Write the per-scene class areas as CSV, or as a GeoPackage of scene footprints (EPSG:4326)."""
     path = Path(path).expanduser().resolve()
-    columns = ["scene", "date", "date_source", *[f"{n}_km2" for n in [*class_names, "nodata"]]]
+    columns = [*SUMMARY_COLUMNS, *[f"{n}_km2" for n in [*class_names, "nodata"]]]
     rows = summary_rows(results, class_names)
     make_out_root(path.parent)
     with atomic_write(path) as tmp:

@@ -111,7 +111,8 @@ def _skip_if_done(job: SceneJob, spec: TaskSpec, out: dict, *, own_batch_only: b
         out["recovered_from"] = claim.get("worker")
     break_if_stale(job, spec)  # a claim left by a run killed between record and release
     out.update(status="ok" if own_batch_only else "skipped", outputs=_relative_outputs(record or {}, job, spec),
-               record=os.path.relpath(record_path, spec.out_root))
+               record=os.path.relpath(record_path, spec.out_root),
+               **{k: (record or {}).get(k) for k in ("quality", "product") if k in (record or {})})
     return True
 
 
@@ -126,12 +127,32 @@ def _claim_or_skip(job: SceneJob, spec: TaskSpec, worker, out: dict) -> Claim | 
         time.sleep(CLAIM_POLL_S)
 
 
+def _too_cloudy(predictor, job: SceneJob, spec: TaskSpec, out: dict) -> bool:
+    """With ``--max-cloud``: whether the scene's quality layer says more cloud than allowed (then reported
+    ``too_cloudy``, nothing written). Scenes without a quality layer are processed."""
+    from eoseg.products import mask_fractions, product_info
+
+    if spec.max_cloud is None:
+        return False
+    scene = predictor.open(job.path)
+    fractions = mask_fractions(scene)
+    if fractions is None or fractions.cloud <= spec.max_cloud:
+        return False
+    out.update(status="too_cloudy", error=f"cloud fraction {fractions.cloud:.3f} is above --max-cloud "
+                                          f"{spec.max_cloud:g}", quality={"cloud_fraction": round(fractions.cloud, 6),
+                                                                         "valid_fraction": round(fractions.valid, 6)},
+               product=product_info(scene))
+    return True
+
+
 def _predict_and_record(job: SceneJob, spec: TaskSpec, claim: Claim, out: dict) -> None:
     identity = input_identity(job.path, checksum=spec.checksum_inputs)
     predictor, out["load_seconds"] = worker_predictor(spec)
     if spec.model_hash and predictor.model_hash != spec.model_hash:
         raise ConfigError("the worker's model differs from the client's (bundle sha256)", path=",".join(spec.models),
                           fix="give every worker the same bundle (a shared path) or pass a bundle path")
+    if _too_cloudy(predictor, job, spec, out):
+        return
     with write_journal() as journal:
         try:
             prepare(job, spec)
@@ -141,7 +162,8 @@ def _predict_and_record(job: SceneJob, spec: TaskSpec, claim: Claim, out: dict) 
             if aux.exists():
                 outputs["classes_metadata"] = aux
             extra = {"height": result.height, "width": result.width, "tiles": result.tiles,
-                     "device": result.device, "precision": result.precision, "seconds": round(result.seconds, 3)}
+                     "device": result.device, "precision": result.precision, "seconds": round(result.seconds, 3),
+                     "quality": result.quality, "product": result.product}
             record = build_record(job, spec, outputs, identity, extra)
             if not claim.held():
                 raise OutputError("another attempt took over this scene while it was processed", path=job.path,
@@ -152,13 +174,13 @@ def _predict_and_record(job: SceneJob, spec: TaskSpec, claim: Claim, out: dict) 
             raise
     out.update(status="ok", predict_seconds=round(result.seconds, 3), height=result.height, width=result.width,
                tiles=result.tiles, device=result.device, precision=result.precision,
-               outputs=_relative_outputs(record, job, spec),
+               quality=result.quality, product=result.product, outputs=_relative_outputs(record, job, spec),
                record=os.path.relpath(job.record_path(spec.out_root), spec.out_root))
 
 
 def _add_summary(job: SceneJob, spec: TaskSpec, out: dict) -> None:
     if spec.summary and out["status"] in ("ok", "skipped") and "classes" in out["outputs"]:
-        out.update(scene_summary(job, spec.out_root / out["outputs"]["classes"], spec))
+        out.update(scene_summary(job, spec.out_root / out["outputs"]["classes"], spec, out))
 
 
 def run_scene(job: SceneJob, spec: TaskSpec) -> dict:

@@ -30,6 +30,9 @@ from eoseg.cli.options import model_opt, out_dir_opt, predict_settings_opts, qui
               help="Retries of a task after an unexpected error (scene errors such as a corrupt file are final).")
 @click.option("--summary", "summary", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Per-scene class areas in km²: a .csv table, or a .gpkg with the scene footprints.")
+@click.option("--max-cloud", type=float, default=None, metavar="FRACTION",
+              help="Skip (and report as too_cloudy) product scenes whose quality layer flags more cloud than this "
+                   "fraction (0-1) of their non-fill pixels.")
 @click.option("--dashboard-address", default="127.0.0.1:8787", show_default=True,
               help="Where a local cluster serves the Dask dashboard (port 0: any free port).")
 @predict_settings_opts
@@ -37,12 +40,14 @@ from eoseg.cli.options import model_opt, out_dir_opt, predict_settings_opts, qui
 @click.pass_context
 def command(ctx: click.Context, inputs: tuple[str, ...], models: tuple[str, ...], out_dir: Path,
             workers: int | None, threads_per_worker: int, scheduler: str | None, torch_threads: int | None,
-            resume: bool, checksum_inputs: bool, retries: int, summary: Path | None, dashboard_address: str,
-            quiet: bool, **settings) -> None:
+            resume: bool, checksum_inputs: bool, retries: int, summary: Path | None, max_cloud: float | None,
+            dashboard_address: str, quiet: bool, **settings) -> None:
     """Segment every scene in INPUTS on Dask, writing what `eoseg predict` writes for each.
 
-    INPUTS are GeoTIFFs, directories (searched recursively), quoted glob patterns or manifests (.txt: one
-    path a line; .csv: a 'path' column). The output tree mirrors the inputs' relative paths. Each scene
+    INPUTS are GeoTIFFs, directories (searched recursively), quoted glob patterns, manifests (.txt: one
+    path a line; .csv: a 'path' column) or STAC JSON (Item, ItemCollection, catalog). A Landsat or Sentinel-2
+    product (folder, or its band files) is one scene, named by its product id. The output tree mirrors the
+    inputs' relative paths. Each scene
     gets a completion record (<stem>.done.json) written last; --resume skips the scenes whose record still
     matches. A scene that fails is reported and the batch goes on. Writes OUT/report.jsonl (one line per
     scene) and prints a summary; exits 0 only if every scene succeeded.
@@ -60,7 +65,7 @@ def command(ctx: click.Context, inputs: tuple[str, ...], models: tuple[str, ...]
         threads_per_worker=threads_per_worker, scheduler=scheduler, resume=resume, retries=retries,
         summary=summary, progress=not quiet and sys.stderr.isatty(), torch_threads=torch_threads,
         checksum_inputs=checksum_inputs, dashboard_address=dashboard_address,
-        echo=None if quiet else lambda line: click.echo(line, err=True),
+        echo=None if quiet else lambda line: click.echo(line, err=True), max_cloud=max_cloud,
     )
     click.echo(report.table())
     if not report.ok:

@@ -35,6 +35,22 @@ allow_ungeo_opt = click.option(
     "--allow-ungeoreferenced", is_flag=True,
     help="Accept scenes without CRS/geotransform (outputs then carry pixel coordinates).",
 )
+def _parse_mask(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    from eoseg.errors import ConfigError
+    from eoseg.products import parse_mask
+
+    try:
+        classes = parse_mask(value)
+    except ConfigError as exc:
+        raise click.BadParameter(f"{value!r}: {exc.problem}; {exc.fix}") from None
+    return ",".join(classes) or "none"
+
+
+mask_opt = click.option(
+    "--mask", default="clouds,shadow", show_default=True, callback=_parse_mask, metavar="CLASSES|none",
+    help="Product inputs (Landsat / Sentinel-2 folders, STAC items): what of the quality layer (QA_PIXEL, SCL) "
+         "becomes nodata (class 255), comma-separated from clouds, shadow, snow; fill always does. none: nothing.",
+)
 tile_size_opt = click.option("--tile-size", type=int, default=None, help="Tile size in pixels (multiple of 32).")
 overlap_opt = click.option("--overlap", type=int, default=None, help="Overlap between tiles in pixels.")
 
@@ -74,4 +90,5 @@ predict_settings_opts = _compose(
                  help="Reflectance = value × scale + offset, overriding what the file's metadata says "
                       "(models with reflectance standardization; e.g. 0.0001 for reflectance × 10000)."),
     click.option("--offset", type=float, default=None, help="Offset added after --scale (default 0)."),
+    mask_opt,
 )

@@ -20,7 +20,10 @@ from eoseg.errors import EosegError
 @click.pass_context
 def command(ctx: click.Context, scenes: tuple[Path, ...], models: tuple[str, ...], out_dir: Path, quiet: bool,
             **settings) -> None:
-    """Segment SCENES (GeoTIFFs) into water / white-water / sand / other.
+    """Segment SCENES into water / white-water / sand / other.
+
+    SCENES are GeoTIFFs or VRTs, Landsat / Sentinel-2 products (a product folder, its MTL or MTD_MSIL*.xml, or
+    one of its band files) or STAC Item JSON files.
 
     Writes <stem>_classes.tif (COG + QGIS style), <stem>_polygons.gpkg and <stem>.stac.json into --out.
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from eoseg.cli.options import allow_ungeo_opt, bands_opt, out_dir_opt, overwrite_opt
+from eoseg.cli.options import allow_ungeo_opt, bands_opt, mask_opt, out_dir_opt, overwrite_opt
 
 
 @click.command("tile")
@@ -21,8 +21,9 @@ from eoseg.cli.options import allow_ungeo_opt, bands_opt, out_dir_opt, overwrite
 @bands_opt
 @overwrite_opt
 @allow_ungeo_opt
+@mask_opt
 def command(scene: Path, size: int, overlap: int, out_dir: Path, labels: Path | None, label_field: str | None,
-            keep_empty: bool, bands, overwrite: bool, allow_ungeoreferenced: bool) -> None:
+            keep_empty: bool, bands, overwrite: bool, allow_ungeoreferenced: bool, mask: str) -> None:
     """Cut SCENE into overlapping GeoTIFF tiles (+ label tiles) and write DIR/index.gpkg.
 
     Example: eoseg tile scene.tif --size 256 --overlap 32 --out tiles/ --labels labels.gpkg --label-field class
@@ -31,5 +32,5 @@ def command(scene: Path, size: int, overlap: int, out_dir: Path, labels: Path | 
 
     result = tile_scene(scene, out_dir, size=size, overlap=overlap, labels=labels, label_field=label_field,
                         keep_empty=keep_empty, bands=bands, overwrite=overwrite,
-                        allow_ungeoreferenced=allow_ungeoreferenced)
+                        allow_ungeoreferenced=allow_ungeoreferenced, mask=mask)
     click.echo(f"{scene.name}: {result.tiles} tiles written ({result.skipped} empty skipped) → {result.index}")
