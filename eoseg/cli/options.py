@@ -74,4 +74,11 @@ predict_settings_opts = _compose(
                  help="Reflectance = value × scale + offset, overriding what the file's metadata says "
                       "(models with reflectance standardization; e.g. 0.0001 for reflectance × 10000)."),
     click.option("--offset", type=float, default=None, help="Offset added after --scale (default 0)."),
+    click.option("--shoreline", is_flag=True,
+                 help="Also write the sub-pixel shoreline (<stem>_shoreline.gpkg): water/land boundary along sand."),
+    click.option("--shoreline-method", type=click.Choice(["prob", "index"]), default="prob", show_default=True,
+                 help="prob: 0.5 contour of P(water)+P(white water); index: MNDWI contour at a per-scene Otsu "
+                      "threshold between sand and water (CoastSat's method)."),
+    click.option("--min-shoreline-length", type=float, default=100.0, show_default=True,
+                 help="Drop shoreline lines shorter than this many metres."),
 )

@@ -108,3 +108,53 @@ def finish_figure(fig, png_path: Path, scheme: ClassScheme, title: str, nodata_l
     fig.tight_layout(rect=(0, 0.07, 1, 0.95))
     with atomic_write(png_path) as tmp:
         fig.savefig(tmp, format="png")
+
+
+def write_shoreline_quicklook(scene_path: str | Path, shoreline_path: str | Path, png_path: str | Path, *,
+                              classes_path: str | Path | None = None, transects_path: str | Path | None = None,
+                              scheme: ClassScheme | None = None, title: str | None = None,
+                              bands: tuple[int, ...] | None = None, max_side: int = MAX_SIDE) -> Path:
+    """A PNG of the shoreline (red) over the true-colour scene, beside the classes when ``classes_path`` is given;
+    transects (yellow, origin dot) when ``transects_path`` is given (reprojected to the scene's CRS)."""
+    import shapely
+
+    from eoseg.outputs.shoreline import read_lines
+
+    scene_path, png_path = Path(scene_path), Path(png_path)
+    with rasterio.open(scene_path) as ds:
+        shape = _decimated_shape(ds.height, ds.width, max_side)
+        transform, crs, full = ds.transform, ds.crs, (ds.height, ds.width)
+    panels = [("true colour + shoreline", true_colour(scene_path, shape, bands))]
+    if classes_path is not None and scheme is not None:
+        with rasterio.open(classes_path) as ds:
+            panels.append(("eoseg classes + shoreline", class_image(
+                ds.read(1, out_shape=shape, resampling=Resampling.nearest), scheme)))
+    fig, axes = panel_figure(panels, shape)
+    sy, sx = shape[0] / full[0], shape[1] / full[1]
+    inverse = ~transform
+
+    def to_px(geom):
+        xy = shapely.get_coordinates(geom)
+        col, row = inverse * (xy[:, 0], xy[:, 1])
+        return np.asarray(col) * sx - 0.5, np.asarray(row) * sy - 0.5
+
+    lines = read_lines(shoreline_path).to_crs(crs)
+    transects = read_lines(transects_path).to_crs(crs) if transects_path is not None else None
+    for ax in axes:
+        for geom in lines.geometry:
+            ax.plot(*to_px(geom), color="#e41a1c", linewidth=1.2)
+        if transects is not None:
+            for geom in transects.geometry:
+                x, y = to_px(geom)
+                ax.plot(x, y, color="#ffd700", linewidth=0.7)
+                ax.plot(x[:1], y[:1], "o", color="#ffd700", markersize=2)
+        ax.set_xlim(-0.5, shape[1] - 0.5)
+        ax.set_ylim(shape[0] - 0.5, -0.5)
+    if scheme is not None:
+        finish_figure(fig, png_path, scheme, title or scene_path.name, nodata_label="nodata")
+    else:
+        fig.suptitle(title or scene_path.name, fontsize=10)
+        fig.tight_layout()
+        with atomic_write(png_path) as tmp:
+            fig.savefig(tmp, format="png")
+    return png_path

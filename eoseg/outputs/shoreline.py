@@ -30,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -435,7 +434,17 @@ def trace_shoreline(classes: np.ndarray, field: np.ndarray, transform: Affine, c
     return gpd.GeoDataFrame({"length_m": lengths[keep]}, geometry=list(geoms[keep]), crs=_proj_crs(crs))
 
 
-def iter_lines(frame: gpd.GeoDataFrame) -> Iterator[shapely.LineString]:
-    for geom in frame.geometry:
-        if geom is not None and not geom.is_empty:
-            yield geom
+def data_layer(path: Path) -> str:
+    """The first layer of a GeoPackage / vector file that is not the ``layer_styles`` table."""
+    layers = [name for name, _ in pyogrio.list_layers(path) if name != STYLES_TABLE]
+    if not layers:
+        raise ConfigError("holds no vector layer", path=path, fix="give a GeoPackage or GeoJSON of lines")
+    return str(layers[0])
+
+
+def read_lines(path: Path) -> gpd.GeoDataFrame:
+    """A shoreline (or transects) file's features, whatever its format, without the style table."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError("does not exist", path=path, fix="check the path")
+    return pyogrio.read_dataframe(path, layer=data_layer(path))
