@@ -56,14 +56,16 @@ __all__ = ["METHODS", "index_shoreline", "otsu_threshold", "shoreline_info", "sh
 
 
 def shoreline_info(scene: Scene, method: str) -> ShorelineInfo:
-    """Scene id, acquisition date (None when only the file's mtime tells) and sensor for the attributes."""
+    """Scene id, acquisition time (ISO 8601; None when only the file's mtime tells) and sensor for the
+    attributes (the time of day matters to a tide correction)."""
     when, source = scene_datetime(scene.path)
     try:
         with rasterio.open(scene.path) as ds:
             tags = dict(ds.tags())
     except (rasterio.errors.RasterioError, OSError):
         tags = {}
-    return ShorelineInfo(scene=scene.stem, date=None if source == "file_mtime" else when.date().isoformat(),
+    date = None if source == "file_mtime" else when.isoformat().replace("+00:00", "Z")
+    return ShorelineInfo(scene=scene.stem, date=date,
                          sensor=detect_sensor(scene.path.name, tags), method=method)
 
 

@@ -309,7 +309,7 @@ class ShorelineInfo:
     """The attributes every line of one scene's shoreline carries."""
 
     scene: str
-    date: str | None = None  # ISO date of the acquisition
+    date: str | None = None  # ISO 8601 time of the acquisition
     sensor: str | None = None
     method: str = "prob"
 
@@ -447,4 +447,5 @@ def read_lines(path: Path) -> gpd.GeoDataFrame:
     path = Path(path)
     if not path.exists():
         raise ConfigError("does not exist", path=path, fix="check the path")
-    return pyogrio.read_dataframe(path, layer=data_layer(path))
+    options = {"DATE_AS_STRING": "YES"} if path.suffix.lower() in (".geojson", ".json") else {}  # "T0001" is an id
+    return pyogrio.read_dataframe(path, layer=data_layer(path), **options)
