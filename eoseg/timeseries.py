@@ -246,3 +246,19 @@ def write_timeseries(out_dir: Path, long: pd.DataFrame, transects: gpd.GeoDataFr
                              "r2": row.r2}, out_dir / PLOTS_DIR / f"{tid}.png")
         paths["plots"] = out_dir / PLOTS_DIR
     return paths
+
+
+def run_timeseries(scenes: list[SceneShoreline], transects_path: Path, out_dir: Path, *, tides: Path | None = None,
+                   beach_slope: float | None = None, reference_level: float = 0.0,
+                   plots: bool = True) -> tuple[dict[str, Path], pd.DataFrame]:
+    """Read the transects (and the tide table), compute the long table and write every output."""
+    from eoseg.transects import read_transects
+
+    transects = read_transects(transects_path)
+    if tides is not None and beach_slope is None:
+        raise ConfigError("a tide correction needs the beach slope", path="--beach-slope",
+                          fix="pass --beach-slope (e.g. 0.1 for a 1:10 beach face)")
+    table = read_tides(tides) if tides is not None else None
+    long = shoreline_timeseries(scenes, transects, tides=table, beach_slope=beach_slope,
+                                reference_level=reference_level)
+    return write_timeseries(out_dir, long, transects, plots=plots), long
