@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 INDEX_BANDS = (("green", "swir1", "mndwi"), ("green", "nir", "ndwi"))
 HIST_BINS = np.linspace(-1.0, 1.0, 2001)
 MIN_PIXELS = 20  # fewer sand or water pixels near their boundary: no per-scene threshold, the index's 0 is used
+BOUNDARY_M = 150.0  # sand and water pixels this close to each other sample the threshold (white water between)
 STRIP_ROWS = 256
 
 __all__ = ["METHODS", "index_shoreline", "otsu_threshold", "shoreline_info", "shoreline_writer",
@@ -150,7 +151,7 @@ def index_shoreline(scene: Scene, classes_path: Path, path: Path, scheme: ClassS
     Returns the threshold used (also written as each line's ``level``).
     """
     strips = _IndexStrips(scene, scale, offset)
-    radius = sand_radius_px(scene.transform, scene.crs, scene.shape)
+    radius = sand_radius_px(scene.transform, scene.crs, scene.shape, BOUNDARY_M)
     water = next(c.id for c in scheme.classes if c.name == "water")
     sand = sand_id(scheme)
     disc = _disc(radius)

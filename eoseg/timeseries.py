@@ -132,6 +132,12 @@ def shoreline_timeseries(scenes: list[SceneShoreline], transects: gpd.GeoDataFra
     if tides is not None and (beach_slope is None or beach_slope <= 0):
         raise ConfigError("a tide correction needs the beach slope", path="--beach-slope",
                           fix="pass --beach-slope (e.g. 0.1 for a 1:10 beach face)")
+    names = [s.scene for s in scenes]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        first = scenes[names.index(repeated[0])].shoreline
+        raise ConfigError(f"two shorelines for scene {repeated[0]!r}", path=first,
+                          fix="give each scene's shoreline once (scene names come from the file names)")
     parts = []
     for s in scenes:
         table = chainages(transects, read_lines(s.shoreline), s.classes, nodata)

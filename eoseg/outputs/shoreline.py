@@ -57,6 +57,7 @@ SAND_CLASS = "sand"
 SAND_BUFFER_M = 30.0  # vertices farther than this (and at least 2 pixels) from sand are dropped
 COLUMNS = ["scene", "date", "sensor", "method", "level", "length_m"]
 CHUNK_LINES = 2000
+TRACE_ROWS = 64  # rows traced at a time: contourpy's float64 copy and the gradients stay this tall
 
 
 def water_ids(scheme: ClassScheme) -> list[int]:
@@ -155,7 +156,7 @@ def join_at_row(pieces: list[Piece], row: int) -> list[Piece]:
 
 def _orientation_scores(lines: list[np.ndarray], field: np.ndarray) -> list[float]:
     """Per line: sum over segments of cross(segment, gradient of the field at its midpoint's nearest pixel)."""
-    gy, gx = np.gradient(field.astype(np.float64))
+    gy, gx = np.gradient(field)
     h, w = field.shape
     scores = []
     for xy in lines:
@@ -177,8 +178,10 @@ class ShorelineTracer:
     >>> lines += tracer.finish()
     """
 
-    def __init__(self, shape: tuple[int, int], *, level: float, nodata: int, sand: int | None, sand_radius: int):
+    def __init__(self, shape: tuple[int, int], *, level: float, nodata: int, sand: int | None, sand_radius: int,
+                 trace_rows: int = TRACE_ROWS):
         self.height, self.width = int(shape[0]), int(shape[1])
+        self.trace_rows = max(2, int(trace_rows))
         self.level, self.nodata, self.sand, self.radius = float(level), int(nodata), sand, int(sand_radius)
         self._classes = np.empty((0, self.width), np.uint8)
         self._field = np.empty((0, self.width), np.float32)
@@ -200,7 +203,13 @@ class ShorelineTracer:
         self._received += classes.shape[0]
         final = self._received == self.height
         limit = self.height if final else self._received - self.radius
-        return self._trace(limit, final) if limit - max(self._done - 1, 0) >= 2 or final else []
+        done: list[Piece] = []
+        while limit - max(self._done - 1, 0) >= 2 or (final and self._done < self.height):
+            stop = min(limit, max(self._done - 1, 0) + self.trace_rows)
+            done += self._trace(stop, final and stop == limit)
+            if stop == limit:
+                break
+        return done
 
     def finish(self) -> list[Piece]:
         if self._received != self.height:
@@ -412,14 +421,16 @@ def _write_style(path: Path, layer: str) -> None:
 
 def trace_shoreline(classes: np.ndarray, field: np.ndarray, transform: Affine, crs: CRS | None,
                     scheme: ClassScheme, *, level: float = 0.5, min_length_m: float = 0.0,
-                    sand_buffer_m: float = SAND_BUFFER_M, strip_rows: int | None = None) -> gpd.GeoDataFrame:
-    """The shoreline of whole arrays as a GeoDataFrame (no file), fed ``strip_rows`` rows at a time (or at once).
+                    sand_buffer_m: float = SAND_BUFFER_M, strip_rows: int | None = None,
+                    trace_rows: int = TRACE_ROWS) -> gpd.GeoDataFrame:
+    """The shoreline of whole arrays as a GeoDataFrame (no file), fed ``strip_rows`` rows at a time (or at once)
+    and traced ``trace_rows`` at a time.
 
     Same rules as :class:`ShorelineWriter`; for tests and notebooks.
     """
     shape = classes.shape
     tracer = ShorelineTracer(shape, level=level, nodata=scheme.nodata, sand=sand_id(scheme),
-                             sand_radius=sand_radius_px(transform, crs, shape, sand_buffer_m))
+                             sand_radius=sand_radius_px(transform, crs, shape, sand_buffer_m), trace_rows=trace_rows)
     pieces = []
     step = strip_rows or shape[0]
     for r0 in range(0, shape[0], step):

@@ -82,16 +82,17 @@ def test_argmax_boundary_is_not_sub_pixel():
         trace_shoreline(classes, prob, transform, UTM, COASTAL), transform, dist) ** 2)) * 3
 
 
-@pytest.mark.parametrize("strip_rows", [1, 2, 3, 7, 33, 61, 64])
-def test_strip_joined_lines_equal_one_pass(strip_rows):
+@pytest.mark.parametrize(("strip_rows", "trace_rows"), [(1, 64), (2, 64), (3, 64), (7, 64), (33, 64), (61, 64),
+                                                       (64, 64), (120, 2), (120, 5), (50, 17)])
+def test_strip_joined_lines_equal_one_pass(strip_rows, trace_rows):
     classes, prob, transform, _ = synthetic("curved", 10.0)
     # a wiggly field: many lines crossing strip boundaries back and forth, and closed rings
     yy, xx = np.mgrid[0:classes.shape[0], 0:classes.shape[1]]
     prob = (0.5 + 0.3 * np.sin(xx / 4.3) * np.cos(yy / 5.1) + 0.2 * (prob - 0.5)).astype(np.float32)
     classes = np.where(prob > 0.5, WATER, SAND).astype(np.uint8)
     classes[40:46, 10:30] = NODATA
-    one = trace_shoreline(classes, prob, transform, UTM, COASTAL)
-    strips = trace_shoreline(classes, prob, transform, UTM, COASTAL, strip_rows=strip_rows)
+    one = trace_shoreline(classes, prob, transform, UTM, COASTAL, trace_rows=10**9)  # one contourpy call
+    strips = trace_shoreline(classes, prob, transform, UTM, COASTAL, strip_rows=strip_rows, trace_rows=trace_rows)
     assert len(one) > 20
     assert len(strips) == len(one)
     assert strips.length_m.sum() == pytest.approx(one.length_m.sum(), rel=1e-12)
