@@ -8,7 +8,8 @@ Two methods (``--shoreline-method``):
   toolkit to extract shorelines from publicly available satellite imagery", Environmental Modelling &
   Software 122, 104528): the contour of a water index, MNDWI = (green − SWIR1) / (green + SWIR1), at a
   threshold chosen per scene with Otsu's method between the index values of sand and of water pixels near
-  the sand–water boundary, the two classes weighted equally. Scenes without SWIR use NDWI
+  the sand–water boundary, the two classes weighted equally. Water here is water and white water, as for
+  ``prob``, so both methods trace the same boundary (the landward edge of the surf). Scenes without SWIR use NDWI
   = (green − NIR) / (green + NIR). The classes come from the model; the index from the scene's reflectance.
   It needs the classes first, so it runs after the prediction as two passes over the scene, strip by strip
   (histograms, then tracing): memory stays bounded. (Implemented from the paper's description; no CoastSat
@@ -38,6 +39,7 @@ from eoseg.outputs.shoreline import (
     _disc,
     sand_id,
     sand_radius_px,
+    water_ids,
     water_probability,
 )
 from eoseg.outputs.stac import scene_datetime
@@ -152,7 +154,7 @@ def index_shoreline(scene: Scene, classes_path: Path, path: Path, scheme: ClassS
     """
     strips = _IndexStrips(scene, scale, offset)
     radius = sand_radius_px(scene.transform, scene.crs, scene.shape, BOUNDARY_M)
-    water = next(c.id for c in scheme.classes if c.name == "water")
+    water = water_ids(scheme)
     sand = sand_id(scheme)
     disc = _disc(radius)
     hist_sand = np.zeros(len(HIST_BINS) - 1)
@@ -164,10 +166,10 @@ def index_shoreline(scene: Scene, classes_path: Path, path: Path, scheme: ClassS
             classes = classes_ds.read(1, window=Window(0, lo, scene.width, hi - lo))
             index = strips.read(reader, lo, hi)
             boundary = (ndimage.binary_dilation(classes == sand, structure=disc)
-                        & ndimage.binary_dilation(classes == water, structure=disc))[r0 - lo:r1 - lo]
+                        & ndimage.binary_dilation(np.isin(classes, water), structure=disc))[r0 - lo:r1 - lo]
             core_c, core_i = classes[r0 - lo:r1 - lo], index[r0 - lo:r1 - lo]
-            for cls, hist in ((sand, hist_sand), (water, hist_water)):
-                values = core_i[boundary & (core_c == cls) & np.isfinite(core_i)]
+            for ids, hist in (([sand], hist_sand), (water, hist_water)):
+                values = core_i[boundary & np.isin(core_c, ids) & np.isfinite(core_i)]
                 hist += np.histogram(values, bins=HIST_BINS)[0]
         if min(hist_sand.sum(), hist_water.sum()) < MIN_PIXELS:
             level = 0.0

@@ -89,7 +89,7 @@ def panel_figure(panels: list[tuple[str, np.ndarray]], shape: tuple[int, int]):
     fig_w = max(len(panels) * panel_h * aspect + 1.0, 7.5)  # wide enough for titles and the legend
     fig = Figure(figsize=(fig_w, panel_h + 1.2), dpi=110)
     FigureCanvasAgg(fig)
-    axes = fig.subplots(1, len(panels))
+    axes = np.atleast_1d(fig.subplots(1, len(panels)))
     axes[-1].set_facecolor("#303030")
     for ax, (name, image) in zip(axes, panels, strict=True):
         ax.imshow(image)

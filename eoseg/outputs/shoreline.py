@@ -78,7 +78,11 @@ def sand_id(scheme: ClassScheme) -> int:
 
 def water_probability(probs: np.ndarray, scheme: ClassScheme) -> np.ndarray:
     """P(water) + P(white water), (n, W) float32, from the class probabilities (K, n, W)."""
-    return np.sum(probs[water_ids(scheme)], axis=0, dtype=np.float32)
+    first, *rest = water_ids(scheme)
+    out = probs[first].astype(np.float32, copy=True)  # no (2, n, W) temporary of a fancy index
+    for i in rest:
+        out += probs[i]
+    return out
 
 
 def sand_radius_px(transform: Affine, crs: CRS | None, shape: tuple[int, int],
@@ -183,23 +187,22 @@ class ShorelineTracer:
         self.height, self.width = int(shape[0]), int(shape[1])
         self.trace_rows = max(2, int(trace_rows))
         self.level, self.nodata, self.sand, self.radius = float(level), int(nodata), sand, int(sand_radius)
-        self._classes = np.empty((0, self.width), np.uint8)
-        self._field = np.empty((0, self.width), np.float32)
-        self._start = 0  # scene row of the buffers' first row
+        self._blocks: list[tuple[int, np.ndarray, np.ndarray]] = []  # (first scene row, classes, field) as received
         self._received = 0
         self._done = 0  # field rows [0, done) have been traced (row done - 1 is shared with the next strip)
         self._open: list[Piece] = []  # pieces with an end on row done - 1
         self._disc = _disc(self.radius)
 
     def push(self, classes: np.ndarray, field: np.ndarray) -> list[Piece]:
+        """The next rows; returns the lines they complete. The arrays are kept (not copied) until traced:
+        callers must not write into them afterwards."""
         classes = np.asarray(classes, np.uint8)
         field = np.asarray(field, np.float32)
         if classes.shape != field.shape or classes.ndim != 2 or classes.shape[1] != self.width:
             raise ValueError(f"classes {classes.shape} and field {field.shape} must both be (n, {self.width})")
         if self._received + classes.shape[0] > self.height:
             raise ValueError(f"{classes.shape[0]} more rows do not fit a scene {self.height} rows tall")
-        self._classes = np.concatenate([self._classes, classes])
-        self._field = np.concatenate([self._field, field])
+        self._blocks.append((self._received, classes, field))
         self._received += classes.shape[0]
         final = self._received == self.height
         limit = self.height if final else self._received - self.radius
@@ -221,8 +224,8 @@ class ShorelineTracer:
         top = max(self._done - 1, 0)
         lo = max(top - self.radius, 0)  # classes rows needed for the sand buffer of rows [top, limit)
         hi = min(limit + self.radius, self.height)
-        classes = self._classes[lo - self._start:hi - self._start]
-        field = self._field[top - self._start:limit - self._start]
+        classes = self._rows(lo, hi, 1)
+        field = self._rows(top, limit, 2)
         near = self._near_sand(classes)[top - lo:limit - lo]
         pieces = self._contours(field, classes[top - lo:limit - lo] == self.nodata, near, top)
         joined = join_at_row(self._open + pieces, top) if top > 0 else pieces
@@ -232,10 +235,14 @@ class ShorelineTracer:
                                                                     or p.coords[-1, 1] == bottom)]
         self._done = limit
         keep = max(limit - 1 - self.radius, 0)  # rows still needed: the shared row and its sand halo
-        self._classes = self._classes[keep - self._start:]
-        self._field = self._field[keep - self._start:]
-        self._start = keep
+        self._blocks = [b for b in self._blocks if b[0] + b[1].shape[0] > keep]
         return complete
+
+    def _rows(self, a: int, b: int, which: int) -> np.ndarray:
+        """Scene rows [a, b) of the received classes (``which`` 1) or field (2): a view when in one block."""
+        parts = [blk[which][max(a - blk[0], 0):b - blk[0]] for blk in self._blocks
+                 if blk[0] < b and blk[0] + blk[1].shape[0] > a]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def _near_sand(self, classes: np.ndarray) -> np.ndarray:
         if self.sand is None:

@@ -46,7 +46,7 @@ def main() -> None:
     common = dict(overwrite=True, shoreline=True, min_shoreline_length=20, allow_ungeoreferenced=True)
     prob = Predictor("resunet-rgb", PredictSettings(**common))
     index = Predictor("resunet-rgb", PredictSettings(**common, shoreline_method="index"))
-    shown = []
+    shown: dict[str, list] = {site: [] for site in SITES}
     for npz in sorted(CHIPS.glob("*.npz")):
         tif = chip_tif(npz, args.out)
         a = prob.predict(tif, args.out / "prob", progress=False)
@@ -57,40 +57,42 @@ def main() -> None:
             pts = shapely.points(shapely.get_coordinates(lb.geometry.values))
             distance = shapely.distance(shapely.union_all(la.geometry.values), pts)
             gap = f"; median distance index → prob {np.median(distance):.1f} px"
-        print(f"{npz.name[:60]}: prob {len(la)} line(s) {la.length_m.sum():.0f} px, index {len(lb)} line(s) "
-              f"{lb.length_m.sum():.0f} px (NDWI threshold {lb.level.iloc[0] if len(lb) else float('nan'):.3f}){gap}")
+        level = f"{lb.level.iloc[0]:.3f}" if len(lb) else "-"
+        print(f"{npz.name[:48]}: prob {len(la)} line(s) {la.length_m.sum():.0f} px, index {len(lb)} line(s) "
+              f"{lb.length_m.sum():.0f} px (NDWI threshold {level}){gap}")
         site = next(s for s in SITES if s in npz.name)
-        if site not in [s for s, *_ in shown]:
-            shown.append((site, tif, la, lb, a.outputs["classes"]))
-    figure(shown, args.png, prob.scheme)
+        shown[site].append((npz.name[:10], tif, la, lb))
+    figure(shown, args.png)
     print(f"figure: {args.png}")
 
 
-def figure(shown, png: Path, scheme) -> None:
+def figure(shown: dict[str, list], png: Path) -> None:
+    """Every chip in true colour with both shorelines: a row per site, a column per date."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from eoseg.outputs.quicklook import class_image
-
-    fig = Figure(figsize=(2.6 * len(shown), 9), dpi=90)
+    cols = max(len(v) for v in shown.values())
+    fig = Figure(figsize=(1.25 * cols, 3.1 * len(shown)), dpi=80)
     FigureCanvasAgg(fig)
-    axes = fig.subplots(2, len(shown))
-    for col, (site, tif, la, lb, classes) in enumerate(shown):
-        with rasterio.open(tif) as ds:
-            rgb = ds.read([1, 2, 3]).transpose(1, 2, 0)
-        with rasterio.open(classes) as ds:
-            cls = class_image(ds.read(1), scheme)
-        for ax, image in zip(axes[:, col], (rgb, cls), strict=True):
-            ax.imshow(image)
-            for frame, colour in ((la, "#e41a1c"), (lb, "#00e5ff")):
-                for g in frame.geometry:
-                    xy = shapely.get_coordinates(g)  # pixel corners: the identity transform
-                    ax.plot(xy[:, 0] - 0.5, xy[:, 1] - 0.5, color=colour, linewidth=0.9)
+    axes = fig.subplots(len(shown), cols, squeeze=False)
+    for row, (site, chips) in enumerate(shown.items()):
+        for col in range(cols):
+            ax = axes[row, col]
             ax.set_xticks([])
             ax.set_yticks([])
-        axes[0, col].set_title(site, fontsize=9)
-    fig.suptitle("SDS-benchmark chips (Landsat 8, 15 m): red = prob (resunet-rgb), cyan = index (NDWI, Otsu)",
-                 fontsize=9)
+            if col >= len(chips):
+                ax.axis("off")
+                continue
+            date, tif, la, lb = chips[col]
+            with rasterio.open(tif) as ds:
+                ax.imshow(ds.read([1, 2, 3]).transpose(1, 2, 0))
+            for frame, colour in ((la, "#e41a1c"), (lb, "#00e5ff")):
+                for g in frame.geometry:
+                    xy = shapely.get_coordinates(g)  # pixel-centre coordinates + 0.5 (the identity transform)
+                    ax.plot(xy[:, 0] - 0.5, xy[:, 1] - 0.5, color=colour, linewidth=0.8)
+            ax.set_title(f"{site[:5]} {date}", fontsize=6)
+    fig.suptitle("SDS-benchmark chips, Landsat 8 15 m: red = prob (resunet-rgb), cyan = index (NDWI, Otsu)",
+                 fontsize=8)
     fig.tight_layout()
     with atomic_write(png) as tmp:
         fig.savefig(tmp, format="png")

@@ -66,6 +66,17 @@ def compare(long, a: str, b: str) -> str:
             f"median |Δ| {np.median(np.abs(diff)):.1f} m, RMS {np.sqrt(np.mean(diff ** 2)):.1f} m")
 
 
+def around(scene: Path, transects: Path, rows: int) -> Window:
+    """A full-width window ``rows`` tall centred on the transects (the shipped Klamath tile is 140 × 1007 px)."""
+    import rasterio
+
+    bounds = read_lines(transects).total_bounds
+    with rasterio.open(scene) as ds:
+        centre = ds.index((bounds[0] + bounds[2]) / 2, (bounds[1] + bounds[3]) / 2)[0]
+        top = int(np.clip(centre - rows // 2, 0, ds.height - rows))
+        return Window(0, top, ds.width, rows)
+
+
 def klamath(out: Path, png_dir: Path) -> None:
     prob, index = predictors(min_length=500)
     r_prob = prob.predict(KLAMATH, out / "prob", progress=False)
@@ -83,8 +94,9 @@ def klamath(out: Path, png_dir: Path) -> None:
     print(f"  index vs prob: {compare(long, 'prob', 'index')}")
     png = write_shoreline_quicklook(KLAMATH, r_prob.outputs["shoreline"], png_dir / "klamath_shoreline.png",
                                     classes_path=r_prob.outputs["classes"], transects_path=transects,
-                                    scheme=prob.scheme, title="Klamath, Landsat 8 2017-10-02: shoreline (prob) "
-                                    "and transects", max_side=700)
+                                    scheme=prob.scheme, window=around(KLAMATH, transects, rows=240),
+                                    title="Klamath, Landsat 8 2017-10-02 (30 m): shoreline (prob), transects every "
+                                    "100 m", max_side=480)
     print(f"  quicklook: {png}")
 
 
