@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import geopandas as gpd
 import numpy as np
 import pyogrio
 import pytest
@@ -204,3 +205,23 @@ def test_real_scene_shoreline_follows_the_ocean_beach():
                                                                            0, 255)
     near = ndimage.binary_dilation(classes == SAND, iterations=4)
     assert near[ri, ci].mean() > 0.95
+
+
+def test_shoreline_quicklook_draws_the_line_over_the_scene(tmp_path):
+    from PIL import Image
+
+    from eoseg.outputs.quicklook import write_shoreline_quicklook
+
+    scene = DATA / "s2_virginia_10m_6band_crop.tif"
+    with rasterio.open(scene) as ds:
+        t = ds.transform
+    x0, y0 = t * (100, 10)
+    x1, y1 = t * (100, 250)
+    path = tmp_path / "s_shoreline.gpkg"
+    line = shapely.LineString([(x0, y0), (x1, y1)])
+    pyogrio.write_dataframe(gpd.GeoDataFrame({"length_m": [2400.0]}, geometry=[line], crs=UTM), path, layer="s")
+    png = write_shoreline_quicklook(scene, path, tmp_path / "q.png")
+    rgb = np.asarray(Image.open(png).convert("RGB")).astype(int)
+    red = (np.abs(rgb - [228, 26, 28]).sum(axis=2) < 60)
+    cols = np.flatnonzero(red.any(axis=0))
+    assert red.sum() > 200 and np.ptp(cols) < 10  # one vertical line
