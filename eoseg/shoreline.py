@@ -28,7 +28,6 @@ from pathlib import Path
 import numpy as np
 import rasterio
 from rasterio.windows import Window
-from scipy import ndimage
 
 from eoseg.classes import ClassScheme
 from eoseg.errors import BandMappingError, EosegError
@@ -36,7 +35,7 @@ from eoseg.outputs.shoreline import (
     METHODS,
     ShorelineInfo,
     ShorelineWriter,
-    _disc,
+    near,
     sand_id,
     sand_radius_px,
     water_ids,
@@ -156,7 +155,6 @@ def index_shoreline(scene: Scene, classes_path: Path, path: Path, scheme: ClassS
     radius = sand_radius_px(scene.transform, scene.crs, scene.shape, BOUNDARY_M)
     water = water_ids(scheme)
     sand = sand_id(scheme)
-    disc = _disc(radius)
     hist_sand = np.zeros(len(HIST_BINS) - 1)
     hist_water = np.zeros(len(HIST_BINS) - 1)
     with SceneReader(strips.scene) as reader, rasterio.open(classes_path) as classes_ds:
@@ -165,8 +163,7 @@ def index_shoreline(scene: Scene, classes_path: Path, path: Path, scheme: ClassS
             lo, hi = max(r0 - radius, 0), min(r1 + radius, h)
             classes = classes_ds.read(1, window=Window(0, lo, scene.width, hi - lo))
             index = strips.read(reader, lo, hi)
-            boundary = (ndimage.binary_dilation(classes == sand, structure=disc)
-                        & ndimage.binary_dilation(np.isin(classes, water), structure=disc))[r0 - lo:r1 - lo]
+            boundary = (near(classes == sand, radius) & near(np.isin(classes, water), radius))[r0 - lo:r1 - lo]
             core_c, core_i = classes[r0 - lo:r1 - lo], index[r0 - lo:r1 - lo]
             for ids, hist in (([sand], hist_sand), (water, hist_water)):
                 values = core_i[boundary & np.isin(core_c, ids) & np.isfinite(core_i)]

@@ -16,8 +16,8 @@ What is kept:
 
 - pixels of nodata (class 255: outside the scene's footprint, cloud masks) are masked: every marching-squares
   cell with a nodata corner is left out, so no line runs along nodata or leaves the data;
-- only vertices within ``sand_radius`` pixels of a sand pixel are kept (a shoreline is a sandy-beach edge,
-  not a river bank in a field); a line is cut where it leaves the sand buffer;
+- only vertices within ``sand_radius`` pixels (along both axes: a square buffer) of a sand pixel are kept (a
+  shoreline is a sandy-beach edge, not a river bank in a field); a line is cut where it leaves the sand buffer;
 - lines shorter than ``min_length_m`` are dropped.
 
 Orientation: every written line runs with water on its right and land on its left (in map coordinates),
@@ -191,7 +191,6 @@ class ShorelineTracer:
         self._received = 0
         self._done = 0  # field rows [0, done) have been traced (row done - 1 is shared with the next strip)
         self._open: list[Piece] = []  # pieces with an end on row done - 1
-        self._disc = _disc(self.radius)
 
     def push(self, classes: np.ndarray, field: np.ndarray) -> list[Piece]:
         """The next rows; returns the lines they complete. The arrays are kept (not copied) until traced:
@@ -236,6 +235,9 @@ class ShorelineTracer:
         self._done = limit
         keep = max(limit - 1 - self.radius, 0)  # rows still needed: the shared row and its sand halo
         self._blocks = [b for b in self._blocks if b[0] + b[1].shape[0] > keep]
+        if self._blocks and self._blocks[0][0] < keep:  # keep a copy of the rows still needed, free the block
+            start, c, f = self._blocks[0]
+            self._blocks[0] = (keep, c[keep - start:].copy(), f[keep - start:].copy())
         return complete
 
     def _rows(self, a: int, b: int, which: int) -> np.ndarray:
@@ -247,7 +249,7 @@ class ShorelineTracer:
     def _near_sand(self, classes: np.ndarray) -> np.ndarray:
         if self.sand is None:
             return np.ones(classes.shape, bool)
-        return ndimage.binary_dilation(classes == self.sand, structure=self._disc)
+        return near(classes == self.sand, self.radius)
 
     def _contours(self, field: np.ndarray, nodata: np.ndarray, near: np.ndarray, top: int) -> list[Piece]:
         if field.shape[0] < 2 or field.shape[1] < 2:
@@ -278,9 +280,13 @@ def _snap(xy: np.ndarray) -> np.ndarray:
     return np.where(np.abs(xy - nearest) < 1e-9, nearest, xy)
 
 
-def _disc(radius: int) -> np.ndarray:
-    r = np.arange(-radius, radius + 1)
-    return (r[:, None] ** 2 + r[None, :] ** 2) <= radius * radius
+def near(mask: np.ndarray, radius: int) -> np.ndarray:
+    """Pixels within ``radius`` pixels of a True pixel of ``mask`` along both axes (a square buffer): two 1-D
+    running maxima, whose cost does not grow with the radius (a disc-shaped dilation's does, with its area)."""
+    size = 2 * int(radius) + 1
+    out = ndimage.maximum_filter1d(mask.view(np.uint8) if mask.dtype == bool else mask.astype(np.uint8), size,
+                                   axis=0, mode="constant")
+    return ndimage.maximum_filter1d(out, size, axis=1, mode="constant").astype(bool)
 
 
 def sand_runs(piece: Piece) -> list[np.ndarray]:
