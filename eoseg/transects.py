@@ -8,7 +8,9 @@ transect lies on nodata (clouds, the scene's collar, outside the scene) in the s
 chainage is empty (the visible crossing may not be the shoreline when part of the transect cannot be seen).
 
 :func:`make_transects` builds transects from a reference shoreline: every ``spacing`` metres along it, a line
-``length`` metres long, normal to the shoreline (its direction taken over ``spacing`` metres), centred on it,
+``length`` metres long, normal to the shoreline (its direction taken between the points ``smooth`` metres
+before and after, by default the larger of ``spacing`` and half the ``length``, so pixel-scale wiggles of a
+traced shoreline do not tilt the transects), centred on it,
 origin on the land side. eoseg's shorelines run with water on their right, so land is on the left; for a
 hand-drawn reference that runs the other way, pass ``flip``.
 """
@@ -49,7 +51,7 @@ def _merged_lines(geoms) -> list[shapely.LineString]:
 
 
 def make_transects(shoreline: gpd.GeoDataFrame, spacing: float = 50.0, length: float = 300.0, *,
-                   flip: bool = False, prefix: str = "T") -> gpd.GeoDataFrame:
+                   flip: bool = False, smooth: float | None = None, prefix: str = "T") -> gpd.GeoDataFrame:
     """Shore-normal transects every ``spacing`` m along ``shoreline`` (lines), ``length`` m long, centred on it,
     origin on the land side (the left of the lines; ``flip`` for lines with water on the left). Columns ``id``
     (``T0001``...), ``geometry``; in the shoreline's CRS."""
@@ -67,7 +69,7 @@ def make_transects(shoreline: gpd.GeoDataFrame, spacing: float = 50.0, length: f
             continue
         start = (line.length % spacing) / 2
         at = np.arange(start, line.length + 1e-9, spacing)
-        half = spacing / 2
+        half = smooth if smooth is not None else max(spacing, length / 2)
         p = shapely.get_coordinates(shapely.line_interpolate_point(line, at))
         a = shapely.get_coordinates(shapely.line_interpolate_point(line, np.clip(at - half, 0, line.length)))
         b = shapely.get_coordinates(shapely.line_interpolate_point(line, np.clip(at + half, 0, line.length)))

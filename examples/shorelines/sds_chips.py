@@ -63,7 +63,9 @@ def main() -> None:
         site = next(s for s in SITES if s in npz.name)
         shown[site].append((npz.name[:10], tif, la, lb))
     figure(shown, args.png)
-    print(f"figure: {args.png}")
+    from shorelines import shrink_png  # the worked example beside this script
+
+    print(f"figure: {shrink_png(args.png)}")
 
 
 def figure(shown: dict[str, list], png: Path) -> None:

@@ -66,6 +66,16 @@ def compare(long, a: str, b: str) -> str:
             f"median |Δ| {np.median(np.abs(diff)):.1f} m, RMS {np.sqrt(np.mean(diff ** 2)):.1f} m")
 
 
+def shrink_png(path: Path) -> Path:
+    """Rewrite a quicklook as a 256-colour PNG (a third of the bytes; these images go into the repository)."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        small = image.convert("RGB").quantize(256, method=Image.Quantize.MEDIANCUT)
+    small.save(path, optimize=True)
+    return path
+
+
 def around(scene: Path, transects: Path, rows: int) -> Window:
     """A full-width window ``rows`` tall centred on the transects (the shipped Klamath tile is 140 × 1007 px)."""
     import rasterio
@@ -97,7 +107,7 @@ def klamath(out: Path, png_dir: Path) -> None:
                                     scheme=prob.scheme, window=around(KLAMATH, transects, rows=240),
                                     title="Klamath, Landsat 8 2017-10-02 (30 m): shoreline (prob), transects every "
                                     "100 m", max_side=480)
-    print(f"  quicklook: {png}")
+    print(f"  quicklook: {shrink_png(png)}")
 
 
 def virginia(out: Path, png_dir: Path) -> None:
@@ -112,13 +122,13 @@ def virginia(out: Path, png_dir: Path) -> None:
     paths, long = run_timeseries(scenes, transects, out / "virginia_timeseries", plots=False)
     print(f"  20 m vs 10 m product of one acquisition: {compare(long, '10m', '20m')}")
     title = "Virginia, Sentinel-2 2016-01-12 (10 m): shoreline and transects"
-    write_shoreline_quicklook(VIRGINIA_10M, r10.outputs["shoreline"], png_dir / "virginia_shoreline.png",
-                              transects_path=transects, title=title, max_side=700)
+    whole = write_shoreline_quicklook(VIRGINIA_10M, r10.outputs["shoreline"], png_dir / "virginia_shoreline.png",
+                                      transects_path=transects, title=title, max_side=560)
     zoom = Window(1150, 700, 400, 400)  # the barrier beach in the middle of the scene
     png = write_shoreline_quicklook(VIRGINIA_10M, r10.outputs["shoreline"], png_dir / "virginia_shoreline_zoom.png",
                                     classes_path=r10.outputs["classes"], transects_path=transects,
                                     scheme=prob.scheme, window=zoom, title=title + " — 4 km zoom", max_side=400)
-    print(f"  quicklooks: {png_dir / 'virginia_shoreline.png'}, {png}")
+    print(f"  quicklooks: {shrink_png(whole)}, {shrink_png(png)}")
 
 
 def main() -> None:
