@@ -216,7 +216,11 @@ def _write_timeseries(results: list[dict], out_root: Path, transects: Path, tide
         outputs = r.get("outputs") or {}
         if r["status"] not in ("ok", "skipped") or "shoreline" not in outputs:
             continue
-        when, _ = scene_datetime(Path(r["scene"]))
+        when, source = scene_datetime(Path(r["scene"]))
+        if source == "file_mtime":
+            log.warning("%s: no acquisition date in its tags or name; left out of the shoreline time series",
+                        r["relpath"])
+            continue
         classes = out_root / outputs["classes"] if "classes" in outputs else None
         scenes.append(SceneShoreline(scene=r["relpath"], date=when, shoreline=out_root / outputs["shoreline"],
                                      classes=classes))

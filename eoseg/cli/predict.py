@@ -22,7 +22,8 @@ def command(ctx: click.Context, scenes: tuple[Path, ...], models: tuple[str, ...
             **settings) -> None:
     """Segment SCENES (GeoTIFFs) into water / white-water / sand / other.
 
-    Writes <stem>_classes.tif (COG + QGIS style), <stem>_polygons.gpkg and <stem>.stac.json into --out.
+    Writes <stem>_classes.tif (COG + QGIS style), <stem>_polygons.gpkg and <stem>.stac.json into --out;
+    with --shoreline also <stem>_shoreline.gpkg (the sub-pixel water/land boundary along sandy beaches).
 
     Example: eoseg predict scene.tif --model resunet --out results/
     """
