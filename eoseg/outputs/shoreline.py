@@ -159,8 +159,8 @@ def join_at_row(pieces: list[Piece], row: int) -> list[Piece]:
 
 
 def _orientation_scores(lines: list[np.ndarray], field: np.ndarray) -> list[float]:
-    """Per line: sum over segments of cross(segment, gradient of the field at its midpoint's nearest pixel)."""
-    gy, gx = np.gradient(field)
+    """Per line: sum over segments of cross(segment, gradient of the field at its midpoint's nearest pixel;
+    central differences, computed at those pixels only)."""
     h, w = field.shape
     scores = []
     for xy in lines:
@@ -168,7 +168,9 @@ def _orientation_scores(lines: list[np.ndarray], field: np.ndarray) -> list[floa
         mid = (xy[:-1] + xy[1:]) / 2
         c = np.clip(np.rint(mid[:, 0]).astype(int), 0, w - 1)
         r = np.clip(np.rint(mid[:, 1]).astype(int), 0, h - 1)
-        cross = d[:, 0] * gy[r, c] - d[:, 1] * gx[r, c]
+        gx = field[r, np.minimum(c + 1, w - 1)] - field[r, np.maximum(c - 1, 0)]
+        gy = field[np.minimum(r + 1, h - 1), c] - field[np.maximum(r - 1, 0), c]
+        cross = d[:, 0] * gy - d[:, 1] * gx
         scores.append(float(np.nansum(cross)))
     return scores
 
