@@ -5,7 +5,7 @@ Outputs (:func:`write_timeseries`), as CoastSat gives them (Vos et al. 2019):
 - ``shoreline_timeseries.csv``: one row per scene (``date``, ``scene``), one column per transect, chainage in m;
 - ``shoreline_timeseries_long.csv``: the tidy form, one row per scene and transect: ``date``, ``transect``,
   ``chainage``, ``scene``, ``cloud_fraction`` (the transect's fraction on nodata in that scene), ``crossings``,
-  and with tides ``tide_level`` and ``chainage_uncorrected``;
+  ``spread`` (m between the first and last crossing), and with tides ``tide_level`` and ``chainage_uncorrected``;
 - ``shoreline_trends.gpkg``: the transects with ``trend_m_per_yr`` (least-squares slope of chainage over time;
   positive = seaward, accretion), ``n``, ``r2``, first / last date, styled red (erosion) to blue (accretion);
 - ``plots/<transect>.png``: chainage over time with the linear trend.
@@ -149,7 +149,7 @@ def shoreline_timeseries(scenes: list[SceneShoreline], transects: gpd.GeoDataFra
             table["chainage_uncorrected"] = table["chainage"]
             table["chainage"] = table["chainage"] + tide_correction(level, beach_slope, reference_level)
         parts.append(table)
-    columns = ["date", "transect", "chainage", "scene", "cloud_fraction", "crossings"]
+    columns = ["date", "transect", "chainage", "scene", "cloud_fraction", "crossings", "spread"]
     if not parts:
         return pd.DataFrame(columns=columns)
     long = pd.concat(parts, ignore_index=True)

@@ -142,8 +142,10 @@ def nodata_fraction(transect: shapely.LineString, classes_path: Path, nodata: in
 
 def chainages(transects: gpd.GeoDataFrame, shoreline: gpd.GeoDataFrame, classes_path: Path | None = None,
               nodata: int = 255) -> pd.DataFrame:
-    """Per transect: ``chainage`` (m, median of the crossings; NaN when none or on nodata), ``crossings`` and
-    ``cloud_fraction`` (the transect's fraction on nodata in ``classes_path``; NaN without it)."""
+    """Per transect: ``chainage`` (m, median of the crossings; NaN when none or on nodata), ``crossings``,
+    ``spread`` (m between the first and last crossing: large when the shoreline crosses the transect again at a
+    lagoon or back-beach edge, a reason to distrust the median) and ``cloud_fraction`` (the transect's fraction
+    on nodata in ``classes_path``; NaN without it)."""
     rows = []
     if shoreline.crs is None:
         raise ConfigError("the shoreline has no CRS", path="shoreline", fix="predict on georeferenced scenes")
@@ -155,5 +157,6 @@ def chainages(transects: gpd.GeoDataFrame, shoreline: gpd.GeoDataFrame, classes_
         d = crossing_distances(tw, lines_w)
         cloud = nodata_fraction(ts, classes_path, nodata) if classes_path is not None else float("nan")
         value = float(np.median(d)) if len(d) and not cloud > 0 else float("nan")
-        rows.append({"transect": tid, "chainage": value, "crossings": len(d), "cloud_fraction": cloud})
+        rows.append({"transect": tid, "chainage": value, "crossings": len(d),
+                     "spread": float(np.ptp(d)) if len(d) else float("nan"), "cloud_fraction": cloud})
     return pd.DataFrame(rows)

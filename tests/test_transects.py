@@ -60,6 +60,7 @@ def test_chainages_match_hand_computed_values(tmp_path):
     table = chainages(transects, shoreline).set_index("transect")
     assert table.loc["a", "chainage"] == pytest.approx(130.0)
     assert table.loc["b", "chainage"] == pytest.approx(140.0) and table.loc["b", "crossings"] == 3
+    assert table.loc["b", "spread"] == pytest.approx(100.0) and table.loc["a", "spread"] == 0
     assert np.isnan(table.loc["c", "chainage"]) and table.loc["c", "crossings"] == 0
     # a transect with its origin given in another CRS measures the same
     table_ll = chainages(transects.to_crs("EPSG:4326"), shoreline).set_index("transect")

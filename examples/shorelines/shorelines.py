@@ -59,11 +59,16 @@ def beach_transects(shoreline: Path, spacing: float, length: float, out: Path) -
 
 
 def compare(long, a: str, b: str) -> str:
+    """Chainage differences b − a over the transects both cross, and over those both cross exactly once."""
     table = long.pivot(index="transect", columns="scene", values="chainage")
-    both = table[[a, b]].dropna()
-    diff = (both[a] - both[b]).to_numpy()
-    return (f"{len(both)} of {len(table)} transects crossed by both; {b} − {a}: median {np.median(-diff):+.1f} m, "
-            f"median |Δ| {np.median(np.abs(diff)):.1f} m, RMS {np.sqrt(np.mean(diff ** 2)):.1f} m")
+    once = long.pivot(index="transect", columns="scene", values="crossings").eq(1).all(axis=1)
+    text = []
+    for name, rows in (("crossed by both", table.index), ("crossed once by both", once[once].index)):
+        both = table.loc[rows, [a, b]].dropna()
+        diff = (both[b] - both[a]).to_numpy()
+        text.append(f"{len(both)} of {len(table)} transects {name}: median {np.median(diff):+.1f} m, "
+                    f"median |Δ| {np.median(np.abs(diff)):.1f} m, RMS {np.sqrt(np.mean(diff ** 2)):.1f} m")
+    return f"{b} − {a}: " + "; ".join(text)
 
 
 def shrink_png(path: Path) -> Path:
@@ -101,7 +106,7 @@ def klamath(out: Path, png_dir: Path) -> None:
               SceneShoreline("index", when, r_index.outputs["shoreline"], r_index.outputs["classes"])]
     paths, long = run_timeseries(scenes, transects, out / "klamath_timeseries", plots=False)
     print(f"  transects: {transects}; chainage table: {paths['timeseries']}")
-    print(f"  index vs prob: {compare(long, 'prob', 'index')}")
+    print(f"  {compare(long, 'prob', 'index')}")
     png = write_shoreline_quicklook(KLAMATH, r_prob.outputs["shoreline"], png_dir / "klamath_shoreline.png",
                                     classes_path=r_prob.outputs["classes"], transects_path=transects,
                                     scheme=prob.scheme, window=around(KLAMATH, transects, rows=240),
@@ -120,7 +125,7 @@ def virginia(out: Path, png_dir: Path) -> None:
     scenes = [SceneShoreline("10m", when, r10.outputs["shoreline"], r10.outputs["classes"]),
               SceneShoreline("20m", when, r20.outputs["shoreline"], r20.outputs["classes"])]
     paths, long = run_timeseries(scenes, transects, out / "virginia_timeseries", plots=False)
-    print(f"  20 m vs 10 m product of one acquisition: {compare(long, '10m', '20m')}")
+    print(f"  the 20 m and 10 m products of one acquisition: {compare(long, '10m', '20m')}")
     title = "Virginia, Sentinel-2 2016-01-12 (10 m): shoreline and transects"
     whole = write_shoreline_quicklook(VIRGINIA_10M, r10.outputs["shoreline"], png_dir / "virginia_shoreline.png",
                                       transects_path=transects, title=title, max_side=560)
