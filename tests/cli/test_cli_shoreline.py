@@ -72,3 +72,23 @@ def test_batch_with_transects_writes_the_time_series(s2_scene, tmp_path):
     trends = pyogrio.read_dataframe(out / "shoreline_trends.gpkg", layer="shoreline_trends")
     assert (trends.trend_m_per_yr.dropna().abs() < 1e-6).all() and trends.trend_m_per_yr.notna().sum() > 5
     assert len(list((out / "plots").glob("*.png"))) == len(trends)
+
+
+def test_batch_checks_transects_and_tides_before_any_scene(s2_scene, tmp_path):
+    import geopandas as gpd
+    import shapely
+
+    arch = tmp_path / "arch"
+    arch.mkdir()
+    shutil.copy(s2_scene, arch / "S2A_20160112_a.tif")
+    transects = tmp_path / "t.gpkg"
+    gpd.GeoDataFrame({"id": ["a"]}, geometry=[shapely.LineString([(0, 0), (0, 100)])], crs="EPSG:32618").to_file(
+        transects)
+    tides = tmp_path / "tides.csv"
+    tides.write_text("date,level\n2016-01-01T00:00:00Z,0.0\n")
+    base = ("batch", arch, "--out", tmp_path / "out", "--workers", "1", "--dashboard-address", "127.0.0.1:0")
+    no_slope = run(*base, "--transects", transects, "--tides", tides)
+    assert no_slope.exit_code == 2 and "--beach-slope" in no_slope.output
+    missing = run(*base, "--transects", tmp_path / "nope.gpkg")
+    assert missing.exit_code == 2 and "nope.gpkg: does not exist" in missing.output
+    assert not (tmp_path / "out" / "S2A_20160112_a_classes.tif").exists()
