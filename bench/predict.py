@@ -13,8 +13,11 @@ Measured in one run (machines are noisy, so ratios are what count):
   a VRT and resampled on the fly) vs the stacked GeoTIFF: MP/s and peak RSS ratios, and whether the class
   rasters are identical.
 
+With ``--shoreline [--shoreline-method prob|index]`` the peak-RSS runs also trace the shoreline (the memory
+target holds for the shoreline too: it is streamed from the finished rows).
+
 Usage: python bench/predict.py [--model resunet] [--precision auto] [--min-area 900] [--simplify 10] [--skip-large]
-                               [--product]
+                               [--product] [--shoreline] [--shoreline-method prob|index]
 """
 
 from __future__ import annotations
@@ -66,6 +69,8 @@ def child(args: argparse.Namespace) -> None:
     from eoseg.process import tune_process
 
     polygon_options = {"min_area": args.min_area, "simplify": args.simplify} if args.mode == "e2e-polygons" else {}
+    if polygon_options and args.shoreline:
+        polygon_options |= {"shoreline": True, "shoreline_method": args.shoreline_method}
     predictor = Predictor(args.model, PredictSettings(precision=args.precision, batch_size=args.batch_size,
                                                       overwrite=True, **polygon_options))
     tune_process([args.scene], cpu=predictor.device.type == "cpu")  # as the CLI does
@@ -82,6 +87,13 @@ def child(args: argparse.Namespace) -> None:
         out["peak_rss_mib"] = peak_rss_mib()  # before the polygon timing below, which is not part of predict
         if polygon_options:
             out |= polygons_alone(result.outputs["classes"], predictor.scheme, args)
+        if "shoreline" in result.outputs:
+            import pyogrio
+
+            from eoseg.outputs.shoreline import data_layer
+
+            path = result.outputs["shoreline"]
+            out["shoreline_lines"] = pyogrio.read_info(path, layer=data_layer(path))["features"]
     print(json.dumps(out))
 
 
@@ -123,7 +135,8 @@ def bare_forward(predictor, scene_path: str, batch_size: int) -> dict:
 def measure(mode: str, scene: Path, out: Path, args: argparse.Namespace) -> dict:
     cmd = [sys.executable, __file__, "--child", mode, "--scene", str(scene), "--out", str(out), "--model",
            args.model, "--precision", args.precision, "--batch-size", str(args.batch_size),
-           "--min-area", str(args.min_area), "--simplify", str(args.simplify)]
+           "--min-area", str(args.min_area), "--simplify", str(args.simplify),
+           "--shoreline-method", args.shoreline_method] + (["--shoreline"] if args.shoreline else [])
     proc = subprocess.run(cmd, capture_output=True, text=True, env=os.environ | {"HF_HUB_OFFLINE": "1"})
     if proc.returncode != 0:
         sys.exit(f"bench child failed ({mode} {scene.name}):\n{proc.stderr[-3000:]}")
@@ -141,6 +154,8 @@ def main() -> None:
     parser.add_argument("--simplify", type=float, default=10.0, help="CRS units, for the peak RSS runs")
     parser.add_argument("--product", action="store_true",
                         help="also predict the scene as a Sentinel-2 product folder (per-band files, 20 m bands)")
+    parser.add_argument("--shoreline", action="store_true", help="the peak RSS runs also trace the shoreline")
+    parser.add_argument("--shoreline-method", default="prob", choices=["prob", "index"])
     parser.add_argument("--child", choices=["e2e", "e2e-polygons", "forward"])
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
@@ -214,8 +229,9 @@ def report(scene: Path, e2e: dict, fwd: dict) -> None:
 
 
 def report_polygons(name: str, m: dict, args: argparse.Namespace) -> None:
-    print(f"{name} with --min-area {args.min_area:g} --simplify {args.simplify:g}: {m['pixels'] / 1e6:.1f} MP, "
-          f"{m['tiles']} tiles")
+    shoreline = f" --shoreline ({args.shoreline_method}: {m['shoreline_lines']} lines)" if args.shoreline else ""
+    print(f"{name} with --min-area {args.min_area:g} --simplify {args.simplify:g}{shoreline}: "
+          f"{m['pixels'] / 1e6:.1f} MP, {m['tiles']} tiles")
     print(f"  end-to-end    {m['seconds']:7.2f} s  {mps(m):6.3f} MP/s  peak RSS {m['peak_rss_mib']:.0f} MiB")
     seconds = m["polygon_seconds"]
     print(f"  polygons alone {seconds:6.2f} s  {m['polygons']} polygons  {m['polygons'] / seconds:,.0f} polygons/s  "

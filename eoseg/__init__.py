@@ -9,6 +9,7 @@ The public API (imported lazily so that ``eoseg --help`` stays fast):
 - ``make_dataset``, ``train``, ``evaluate_bundle``, ``evaluate_rasters`` — training and evaluation
 - ``run_batch`` — many scenes on Dask
 - ``label_scene`` — dense training labels from a few strokes (``eoseg label``)
+- ``trace_shoreline``, ``make_transects``, ``chainages``, ``shoreline_timeseries`` — shorelines and their change
 """
 
 from __future__ import annotations
@@ -34,6 +35,10 @@ _API = {
     "run_batch": "eoseg.batch",
     "label_scene": "eoseg.strokes",
     "COASTAL": "eoseg.classes",
+    "trace_shoreline": "eoseg.outputs.shoreline",
+    "make_transects": "eoseg.transects",
+    "chainages": "eoseg.transects",
+    "shoreline_timeseries": "eoseg.timeseries",
 }
 
 __all__ = ["__version__", *_API]

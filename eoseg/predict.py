@@ -37,6 +37,8 @@ from eoseg.process import block_rows_cache_bytes, keep_freed_memory_mapped  # no
 from eoseg.products import product_info, scene_quality, stac_properties
 from eoseg.radiometry import Scaling, check_reflectance_range, scene_scaling
 from eoseg.scene import Scene, SceneReader, map_bands, open_scene, preflight
+from eoseg.shoreline import METHODS as SHORELINE_METHODS
+from eoseg.shoreline import index_shoreline, shoreline_writer, water_probability
 from eoseg.standardize import Standardization
 from eoseg.stitch import RowSink, StripAccumulator
 
@@ -64,13 +66,17 @@ class PredictSettings:
     scale: float | None = None  # reflectance = value × scale + offset (overrides the scaling read from metadata)
     offset: float | None = None
     mask: str = "clouds,shadow"  # product inputs: quality-layer classes made nodata (eoseg.products.parse_mask)
+    shoreline: bool = False  # also write <stem>_shoreline.gpkg (eoseg.shoreline)
+    shoreline_method: str = "prob"
+    min_shoreline_length: float = 100.0  # m, shorter shoreline lines are dropped
 
     def __post_init__(self) -> None:
         from eoseg.products import parse_mask
 
         parse_mask(self.mask)
         for name, value, allowed in (("device", self.device, DEVICES), ("precision", self.precision, PRECISIONS),
-                                     ("tta", self.tta, TTA_MODES)):
+                                     ("tta", self.tta, TTA_MODES),
+                                     ("shoreline-method", self.shoreline_method, SHORELINE_METHODS)):
             if value not in allowed:
                 raise ConfigError(f"unknown {name} {value!r}", path=f"--{name}",
                                   fix=f"use one of: {', '.join(allowed)}")
@@ -379,7 +385,7 @@ class Predictor:
         scene = self.open(path)
         grid = self.scene_grid(scene)
         paths = plan_outputs(Path(out_dir), stem or scene.stem, probabilities=self.settings.probabilities,
-                             overwrite=self.settings.overwrite)
+                             overwrite=self.settings.overwrite, shoreline=self.settings.shoreline)
         scaling = self._scaling(scene)  # before preflight: unknown units fail before the scene is read
         stats = preflight(scene)
         standardization = self._standardization(scene, stats, scaling)
@@ -388,6 +394,9 @@ class Predictor:
         with all_or_nothing(_attempt_files(paths)), tqdm(total=len(grid), unit="tile", desc=scene.path.name,
                                                          disable=not show, leave=False) as bar:
             counts = self._write_rasters(scene, grid, standardization, paths, bar)
+            if paths.shoreline is not None and self.settings.shoreline_method == "index":
+                index_shoreline(scene, paths.classes, paths.shoreline, self.scheme, scale=self.settings.scale,
+                                offset=self.settings.offset, min_length_m=self.settings.min_shoreline_length)
             outputs = self._finish_outputs(scene, paths, scaling, quality)
         return SceneResult(scene=scene.path, outputs=outputs, height=scene.height, width=scene.width,
                            tiles=counts.total, tiles_skipped=counts.skipped,
@@ -424,7 +433,9 @@ class Predictor:
         with RasterSink(paths.classes, count=1, dtype="uint8", nodata=NODATA_CLASS, kind="classes",
                         **common) as classes_sink, _optional_probs_sink(paths.probs, k, common) as probs_sink, \
                 PolygonWriter(paths.polygons, scene.shape, scene.transform, scene.crs, self.scheme,
-                              min_area_m2=self.settings.min_area, simplify=self.settings.simplify) as polygons:
+                              min_area_m2=self.settings.min_area, simplify=self.settings.simplify) as polygons, \
+                shoreline_writer(paths.shoreline, scene, self.scheme, method=self.settings.shoreline_method,
+                                 min_length_m=self.settings.min_shoreline_length) as shoreline:
 
             def on_rows(row_off: int, classes: np.ndarray, probs: np.ndarray | None) -> None:
                 window = Window(0, row_off, scene.width, classes.shape[0])
@@ -432,10 +443,13 @@ class Predictor:
                 polygons.write_rows(classes)
                 if probs_sink is not None and probs is not None:
                     probs_sink.write(np.clip(np.rint(probs * 255), 0, 255).astype(np.uint8), window)
+                if shoreline is not None:
+                    shoreline.write_rows(classes, water_probability(probs, self.scheme))
 
             with SceneReader(scene) as reader:
                 return run_tiles(grid, strip_tile_reader(reader, grid, standardization), self.forward, k, on_rows,
-                                 batch_size=self.settings.batch_size, keep_probabilities=probs_sink is not None,
+                                 batch_size=self.settings.batch_size,
+                                 keep_probabilities=probs_sink is not None or shoreline is not None,
                                  progress=bar)
 
     def _finish_outputs(self, scene: Scene, paths, scaling: Scaling | None = None,
@@ -446,6 +460,8 @@ class Predictor:
         if paths.probs is not None:
             outputs["probabilities"] = paths.probs
         outputs["polygons"] = paths.polygons  # streamed from the finished rows by _write_rasters
+        if paths.shoreline is not None:
+            outputs["shoreline"] = paths.shoreline
         write_stac_item(paths.stac, scene_path=scene.path, item_id=scene.stem, outputs=dict(outputs),
                         crs=scene.crs, transform=scene.transform, shape=scene.shape, scheme=self.scheme,
                         datetime=getattr(scene.product, "datetime", None),

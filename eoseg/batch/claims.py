@@ -111,7 +111,8 @@ def _body(spec: TaskSpec, worker, token: str) -> dict:
 
 
 def _existing_outputs(job: SceneJob, spec: TaskSpec) -> list[Path]:
-    plan = output_files(job.out_dir(spec.out_root), job.stem, probabilities=spec.settings.probabilities)
+    plan = output_files(job.out_dir(spec.out_root), job.stem, probabilities=spec.settings.probabilities,
+                        shoreline=spec.settings.shoreline)
     return [p for p in [*plan.files(), job.record_path(spec.out_root)] if p.exists()]
 
 

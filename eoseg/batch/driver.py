@@ -16,6 +16,7 @@ from eoseg.batch.report import REPORT_NAME, BatchReport, ReportWriter, count_sta
 from eoseg.batch.summary import SUMMARY_SUFFIXES, write_summary
 from eoseg.batch.worker import new_outcome, run_scene
 from eoseg.errors import ConfigError
+from eoseg.outputs.stac import scene_datetime
 from eoseg.predict import PredictSettings
 
 log = logging.getLogger(__name__)
@@ -138,6 +139,10 @@ def run_batch(
     dashboard_address: str = "127.0.0.1:8787",
     echo: Callable[[str], None] | None = None,
     max_cloud: float | None = None,
+    transects: str | os.PathLike | None = None,
+    tides: str | os.PathLike | None = None,
+    beach_slope: float | None = None,
+    reference_level: float = 0.0,
 ) -> BatchReport:
     """Segment every scene named by ``inputs`` into ``out_dir`` on Dask; see the module docstring.
 
@@ -148,10 +153,14 @@ def run_batch(
     gets per-scene class areas in km². ``echo`` receives progress lines (dashboard address); the per-scene
     outcomes are in the returned :class:`BatchReport` and in ``out_dir/report.jsonl``. ``max_cloud`` (0–1)
     skips product scenes whose quality layer flags a larger cloud fraction (status ``too_cloudy``).
+    ``transects`` (with optional ``tides`` / ``beach_slope`` / ``reference_level``) turns on the shoreline of
+    every scene and writes the shoreline time series into ``out_dir`` (see :mod:`eoseg.timeseries`).
     """
     start = time.perf_counter()
     say = echo or log.info
     settings = as_settings(settings)
+    if transects is not None:
+        settings = _with_shoreline(settings, transects, tides, beach_slope)
     _check_arguments(workers, threads_per_worker, retries, torch_threads, summary, scheduler)
     if max_cloud is not None and not 0 <= max_cloud <= 1:
         raise ConfigError("--max-cloud is a fraction between 0 and 1", path="--max-cloud",
@@ -178,6 +187,48 @@ def run_batch(
     results = [outcomes[job.path] for job in jobs]
     writer.finish(results)
     summary_path = write_summary(Path(summary), results, list(class_ids)) if summary is not None else None
+    timeseries_path = None
+    if transects is not None:
+        timeseries_path = _write_timeseries(results, out_root, Path(transects), tides, beach_slope, reference_level)
     return BatchReport(results=results, counts=count_statuses(results), report_path=writer.path,
                        summary_path=summary_path, seconds=time.perf_counter() - start, workers=engine.workers,
-                       dashboard=engine.dashboard)
+                       dashboard=engine.dashboard, timeseries_path=timeseries_path)
+
+
+def _with_shoreline(settings: PredictSettings, transects, tides, beach_slope) -> PredictSettings:
+    """The settings with the shoreline on; the transects and tide table are read here, before any scene."""
+    from dataclasses import replace
+
+    from eoseg.timeseries import read_tides
+    from eoseg.transects import read_transects
+
+    read_transects(Path(transects))
+    if tides is not None:
+        if beach_slope is None or beach_slope <= 0:
+            raise ConfigError("a tide correction needs the beach slope", path="--beach-slope",
+                              fix="pass --beach-slope (e.g. 0.1 for a 1:10 beach face)")
+        read_tides(Path(tides))
+    return replace(settings, shoreline=True)
+
+
+def _write_timeseries(results: list[dict], out_root: Path, transects: Path, tides, beach_slope,
+                      reference_level: float) -> Path:
+    """The shoreline time series of the scenes that finished (see :mod:`eoseg.timeseries`)."""
+    from eoseg.timeseries import SceneShoreline, run_timeseries
+
+    scenes = []
+    for r in results:
+        outputs = r.get("outputs") or {}
+        if r["status"] not in ("ok", "skipped") or "shoreline" not in outputs:
+            continue
+        when, source = scene_datetime(Path(r["scene"]))
+        if source == "file_mtime":
+            log.warning("%s: no acquisition date in its tags or name; left out of the shoreline time series",
+                        r["relpath"])
+            continue
+        classes = out_root / outputs["classes"] if "classes" in outputs else None
+        scenes.append(SceneShoreline(scene=r["relpath"], date=when, shoreline=out_root / outputs["shoreline"],
+                                     classes=classes))
+    paths, _ = run_timeseries(scenes, transects, out_root, tides=Path(tides) if tides else None,
+                              beach_slope=beach_slope, reference_level=reference_level)
+    return paths["timeseries"]

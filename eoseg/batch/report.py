@@ -25,6 +25,7 @@ class BatchReport:
     seconds: float
     workers: int
     dashboard: str | None = None
+    timeseries_path: Path | None = None  # shoreline_timeseries.csv with --transects
 
     @property
     def ok(self) -> bool:
@@ -52,6 +53,8 @@ class BatchReport:
         lines.append(f"report: {self.report_path}")
         if self.summary_path:
             lines.append(f"summary: {self.summary_path}")
+        if self.timeseries_path:
+            lines.append(f"shoreline time series: {self.timeseries_path}")
         return "\n".join(lines)
 
 

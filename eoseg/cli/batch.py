@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from eoseg.cli.options import model_opt, out_dir_opt, predict_settings_opts, quiet_opt
+from eoseg.cli.options import batch_transect_opts, model_opt, out_dir_opt, predict_settings_opts, quiet_opt
 
 
 @click.command("batch")
@@ -36,12 +36,14 @@ from eoseg.cli.options import model_opt, out_dir_opt, predict_settings_opts, qui
 @click.option("--dashboard-address", default="127.0.0.1:8787", show_default=True,
               help="Where a local cluster serves the Dask dashboard (port 0: any free port).")
 @predict_settings_opts
+@batch_transect_opts
 @quiet_opt
 @click.pass_context
 def command(ctx: click.Context, inputs: tuple[str, ...], models: tuple[str, ...], out_dir: Path,
             workers: int | None, threads_per_worker: int, scheduler: str | None, torch_threads: int | None,
             resume: bool, checksum_inputs: bool, retries: int, summary: Path | None, max_cloud: float | None,
-            dashboard_address: str, quiet: bool, **settings) -> None:
+            dashboard_address: str, quiet: bool, transects: Path | None, tides: Path | None,
+            beach_slope: float | None, reference_level: float, **settings) -> None:
     """Segment every scene in INPUTS on Dask, writing what `eoseg predict` writes for each.
 
     INPUTS are GeoTIFFs, directories (searched recursively), quoted glob patterns, manifests (.txt: one
@@ -50,12 +52,15 @@ def command(ctx: click.Context, inputs: tuple[str, ...], models: tuple[str, ...]
     inputs' relative paths. Each scene
     gets a completion record (<stem>.done.json) written last; --resume skips the scenes whose record still
     matches. A scene that fails is reported and the batch goes on. Writes OUT/report.jsonl (one line per
-    scene) and prints a summary; exits 0 only if every scene succeeded.
+    scene) and prints a summary; exits 0 only if every scene succeeded. With --transects, every scene's
+    shoreline is traced and OUT/shoreline_timeseries.csv (a row per scene, a column per transect),
+    shoreline_timeseries_long.csv, shoreline_trends.gpkg and plots/ are written at the end.
 
     \b
     Examples:
       eoseg batch archive/ --model resunet --out results/ --summary results/summary.csv
       eoseg batch "archive/2019*/*.tif" --out results/ --scheduler tcp://10.0.0.5:8786 --resume
+      eoseg batch archive/ --out results/ --transects transects.gpkg --tides tides.csv --beach-slope 0.1
     """
     from eoseg.batch import run_batch
     from eoseg.predict import PredictSettings
@@ -66,6 +71,7 @@ def command(ctx: click.Context, inputs: tuple[str, ...], models: tuple[str, ...]
         summary=summary, progress=not quiet and sys.stderr.isatty(), torch_threads=torch_threads,
         checksum_inputs=checksum_inputs, dashboard_address=dashboard_address,
         echo=None if quiet else lambda line: click.echo(line, err=True), max_cloud=max_cloud,
+        transects=transects, tides=tides, beach_slope=beach_slope, reference_level=reference_level,
     )
     click.echo(report.table())
     if not report.ok:

@@ -91,4 +91,32 @@ predict_settings_opts = _compose(
                       "(models with reflectance standardization; e.g. 0.0001 for reflectance × 10000)."),
     click.option("--offset", type=float, default=None, help="Offset added after --scale (default 0)."),
     mask_opt,
+    click.option("--shoreline", is_flag=True,
+                 help="Also write the sub-pixel shoreline (<stem>_shoreline.gpkg): water/land boundary along sand."),
+    click.option("--shoreline-method", type=click.Choice(["prob", "index"]), default="prob", show_default=True,
+                 help="prob: 0.5 contour of P(water)+P(white water); index: MNDWI contour at a per-scene Otsu "
+                      "threshold between sand and water (CoastSat's method)."),
+    click.option("--min-shoreline-length", type=float, default=100.0, show_default=True,
+                 help="Drop shoreline lines shorter than this many metres."),
+)
+
+
+# Transects and the shoreline time series, shared by `timeseries` and `batch`.
+_transect_common = (
+    click.option("--tides", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                 help="Tide table (CSV: date,level in m) for a tide correction of each chainage."),
+    click.option("--beach-slope", type=float, default=None,
+                 help="Beach-face slope (tan β) for --tides: chainage + (level − reference) / slope."),
+    click.option("--reference-level", type=float, default=0.0, show_default=True,
+                 help="Water level the tide correction refers chainages to (m, the tide table's datum)."),
+)
+transect_opts = _compose(
+    click.option("--transects", required=True, type=click.Path(dir_okay=False, path_type=Path),
+                 help="Transects (lines with an id, origin on land; GeoPackage or GeoJSON, any CRS)."),
+    *_transect_common,
+)
+batch_transect_opts = _compose(
+    click.option("--transects", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                 help="Also write shoreline_timeseries.csv etc. on these transects (implies --shoreline)."),
+    *_transect_common,
 )

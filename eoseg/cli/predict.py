@@ -25,7 +25,8 @@ def command(ctx: click.Context, scenes: tuple[Path, ...], models: tuple[str, ...
     SCENES are GeoTIFFs or VRTs, Landsat / Sentinel-2 products (a product folder, its MTL or MTD_MSIL*.xml, or
     one of its band files) or STAC Item JSON files.
 
-    Writes <stem>_classes.tif (COG + QGIS style), <stem>_polygons.gpkg and <stem>.stac.json into --out.
+    Writes <stem>_classes.tif (COG + QGIS style), <stem>_polygons.gpkg and <stem>.stac.json into --out;
+    with --shoreline also <stem>_shoreline.gpkg (the sub-pixel water/land boundary along sandy beaches).
 
     Example: eoseg predict scene.tif --model resunet --out results/
     """

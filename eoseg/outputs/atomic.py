@@ -35,7 +35,7 @@ EXISTS_FIX = "pass --overwrite or choose another --out"
 
 @dataclass(frozen=True)
 class OutputPaths:
-    """Where one scene's outputs go. ``probs`` is None when probabilities are not written."""
+    """Where one scene's outputs go. ``probs`` / ``shoreline`` are None when those are not written."""
 
     out_dir: Path
     stem: str
@@ -44,6 +44,7 @@ class OutputPaths:
     probs: Path | None
     polygons: Path
     stac: Path
+    shoreline: Path | None = None
 
     @property
     def classes_aux(self) -> Path:
@@ -52,7 +53,7 @@ class OutputPaths:
 
     def files(self) -> list[Path]:
         """Every file this plan writes, in the order they are checked."""
-        paths = [self.classes, self.classes_aux, self.qml, self.probs, self.polygons, self.stac]
+        paths = [self.classes, self.classes_aux, self.qml, self.probs, self.polygons, self.shoreline, self.stac]
         return [p for p in paths if p is not None]
 
     def assets(self) -> dict[str, Path]:
@@ -61,6 +62,8 @@ class OutputPaths:
         if self.probs is not None:
             assets["probabilities"] = self.probs
         assets["polygons"] = self.polygons
+        if self.shoreline is not None:
+            assets["shoreline"] = self.shoreline
         return assets
 
 
@@ -81,7 +84,7 @@ def temporary_path(final: Path, tag: str = "") -> Path:
     return final.with_name(f".{final.stem}.{middle}{final.suffix}")
 
 
-def output_files(out_dir: Path, stem: str, *, probabilities: bool = True) -> OutputPaths:
+def output_files(out_dir: Path, stem: str, *, probabilities: bool = True, shoreline: bool = False) -> OutputPaths:
     """The output names for ``stem`` in ``out_dir``, without touching the file system."""
     out_dir = Path(out_dir)
     return OutputPaths(
@@ -92,6 +95,7 @@ def output_files(out_dir: Path, stem: str, *, probabilities: bool = True) -> Out
         probs=out_dir / f"{stem}_probs.tif" if probabilities else None,
         polygons=out_dir / f"{stem}_polygons.gpkg",
         stac=out_dir / f"{stem}.stac.json",
+        shoreline=out_dir / f"{stem}_shoreline.gpkg" if shoreline else None,
     )
 
 
@@ -135,7 +139,8 @@ def _check_existing(plan: OutputPaths) -> None:
             raise OutputExistsError("output exists", path=path, fix=EXISTS_FIX)
 
 
-def plan_outputs(out_dir: Path, stem: str, *, probabilities: bool, overwrite: bool) -> OutputPaths:
+def plan_outputs(out_dir: Path, stem: str, *, probabilities: bool, overwrite: bool,
+                 shoreline: bool = False) -> OutputPaths:
     """Decide and check the output paths before any work is done.
 
     Creates ``out_dir`` if needed. Raises :class:`OutputError` if it cannot be created or written
@@ -145,7 +150,7 @@ def plan_outputs(out_dir: Path, stem: str, *, probabilities: bool, overwrite: bo
     _check_stem(stem)
     out_dir = Path(out_dir)
     _make_dir(out_dir)
-    plan = output_files(out_dir, stem, probabilities=probabilities)
+    plan = output_files(out_dir, stem, probabilities=probabilities, shoreline=shoreline)
     if not overwrite:
         _check_existing(plan)
     _check_writable(out_dir, stem)

@@ -110,3 +110,52 @@ def write_qml(path: Path, qml: str) -> Path:
     with atomic_write(path) as tmp:
         tmp.write_text(qml, encoding="utf-8")
     return path
+
+
+SHORELINE_COLOUR = (228, 26, 28)
+
+
+def _line_symbol(name: str, colour: tuple[int, int, int], width_mm: float) -> ET.Element:
+    symbol = ET.Element("symbol", type="line", name=name, alpha="1", clip_to_extent="1", force_rhr="0")
+    layer = ET.SubElement(symbol, "layer", attrib={"class": "SimpleLine", "enabled": "1", "locked": "0",
+                                                   "pass": "0"})
+    props = {"line_color": _rgba(colour), "line_style": "solid", "line_width": f"{width_mm:g}",
+             "line_width_unit": "MM", "capstyle": "round", "joinstyle": "round", "offset": "0",
+             "offset_unit": "MM"}
+    options = ET.SubElement(layer, "Option", type="Map")
+    for key, value in props.items():
+        ET.SubElement(options, "Option", type="QString", name=key, value=value)
+    for key, value in props.items():
+        ET.SubElement(layer, "prop", k=key, v=value)
+    return symbol
+
+
+def line_qml(colour: tuple[int, int, int] = SHORELINE_COLOUR, width_mm: float = 0.6) -> str:
+    """A single-symbol renderer for lines (the shoreline): one solid line of ``colour``."""
+    root = _qgis_root("Symbology")
+    renderer = ET.SubElement(root, "renderer-v2", type="singleSymbol", symbollevels="0", forceraster="0",
+                             enableorderby="0")
+    symbols = ET.SubElement(renderer, "symbols")
+    symbols.append(_line_symbol("0", colour, width_mm))
+    ET.SubElement(root, "blendMode").text = "0"
+    ET.SubElement(root, "featureBlendMode").text = "0"
+    ET.SubElement(root, "layerOpacity").text = "1"
+    return _document(root)
+
+
+def graduated_line_qml(field: str, breaks: list[tuple[float, float, tuple[int, int, int], str]],
+                       width_mm: float = 0.8) -> str:
+    """A graduated renderer on ``field``: ``(lower, upper, colour, label)`` ranges (e.g. trends in m/yr)."""
+    root = _qgis_root("Symbology")
+    renderer = ET.SubElement(root, "renderer-v2", type="graduatedSymbol", attr=field, symbollevels="0",
+                             forceraster="0", enableorderby="0", graduatedMethod="GraduatedColor")
+    ranges = ET.SubElement(renderer, "ranges")
+    symbols = ET.SubElement(renderer, "symbols")
+    for index, (lower, upper, colour, label) in enumerate(breaks):
+        ET.SubElement(ranges, "range", lower=f"{lower:g}", upper=f"{upper:g}", symbol=str(index), label=label,
+                      render="true")
+        symbols.append(_line_symbol(str(index), colour, width_mm))
+    ET.SubElement(root, "blendMode").text = "0"
+    ET.SubElement(root, "featureBlendMode").text = "0"
+    ET.SubElement(root, "layerOpacity").text = "1"
+    return _document(root)
