@@ -74,17 +74,22 @@ def _fill_props(colour: tuple[int, int, int]) -> dict[str, str]:
     }
 
 
-def _fill_symbol(name: str, colour: tuple[int, int, int]) -> ET.Element:
-    symbol = ET.Element("symbol", type="fill", name=name, alpha="1", clip_to_extent="1", force_rhr="0")
-    layer = ET.SubElement(symbol, "layer", attrib={"class": "SimpleFill", "enabled": "1", "locked": "0",
+def _symbol(kind: str, layer_class: str, name: str, props: dict[str, str]) -> ET.Element:
+    """A one-layer QGIS symbol (``fill``/``SimpleFill``, ``line``/``SimpleLine``) with ``props`` written both as
+    the Option map (QGIS ≥ 3.26) and as the older ``prop`` elements."""
+    symbol = ET.Element("symbol", type=kind, name=name, alpha="1", clip_to_extent="1", force_rhr="0")
+    layer = ET.SubElement(symbol, "layer", attrib={"class": layer_class, "enabled": "1", "locked": "0",
                                                    "pass": "0"})
-    props = _fill_props(colour)
     options = ET.SubElement(layer, "Option", type="Map")
     for key, value in props.items():
         ET.SubElement(options, "Option", type="QString", name=key, value=value)
     for key, value in props.items():
         ET.SubElement(layer, "prop", k=key, v=value)
     return symbol
+
+
+def _fill_symbol(name: str, colour: tuple[int, int, int]) -> ET.Element:
+    return _symbol("fill", "SimpleFill", name, _fill_props(colour))
 
 
 def vector_qml(scheme: ClassScheme, field: str = "class_id") -> str:
@@ -116,18 +121,10 @@ SHORELINE_COLOUR = (228, 26, 28)
 
 
 def _line_symbol(name: str, colour: tuple[int, int, int], width_mm: float) -> ET.Element:
-    symbol = ET.Element("symbol", type="line", name=name, alpha="1", clip_to_extent="1", force_rhr="0")
-    layer = ET.SubElement(symbol, "layer", attrib={"class": "SimpleLine", "enabled": "1", "locked": "0",
-                                                   "pass": "0"})
     props = {"line_color": _rgba(colour), "line_style": "solid", "line_width": f"{width_mm:g}",
              "line_width_unit": "MM", "capstyle": "round", "joinstyle": "round", "offset": "0",
              "offset_unit": "MM"}
-    options = ET.SubElement(layer, "Option", type="Map")
-    for key, value in props.items():
-        ET.SubElement(options, "Option", type="QString", name=key, value=value)
-    for key, value in props.items():
-        ET.SubElement(layer, "prop", k=key, v=value)
-    return symbol
+    return _symbol("line", "SimpleLine", name, props)
 
 
 def line_qml(colour: tuple[int, int, int] = SHORELINE_COLOUR, width_mm: float = 0.6) -> str:
