@@ -14,7 +14,8 @@ mask nothing on these products. Other mask types (none are documented for this f
 
 The polygons are read once per file (GDAL's GML driver through pyogrio) and rasterized per read window with
 :func:`rasterio.features.rasterize` on the window's transform (pixel centres inside a polygon, as GDAL burns), after
-a spatial index picks the polygons that reach the window: memory follows the window, never the 10980² tile.
+a spatial index picks the polygons that reach the window and they are cut to it (so a cloud spanning the tile is
+not walked edge by edge for every window): memory follows the window, never the 10980² tile.
 """
 
 from __future__ import annotations
@@ -116,9 +117,15 @@ class GmlCloudLayer:
         if not len(self.polygons) or not window.width or not window.height:
             return out
         transform = rasterio.windows.transform(window, self.transform)
-        hits = self.polygons.tree.query(shapely.box(*rasterio.windows.bounds(window, self.transform)))
+        # polygons are cut to the window grown by a pixel: the cut edges lie beyond the window's pixel centres
+        left, bottom, right, top = rasterio.windows.bounds(
+            Window(window.col_off - 1, window.row_off - 1, window.width + 2, window.height + 2), self.transform)
+        (xmin, xmax), (ymin, ymax) = sorted((left, right)), sorted((bottom, top))
+        hits = self.polygons.tree.query(shapely.box(xmin, ymin, xmax, ymax))
         if len(hits):
             hits.sort()  # file order: where polygons overlap, the later one's type wins, as on the whole grid
-            shapes = zip(self.polygons.geometries[hits], self.polygons.values[hits].tolist(), strict=True)
+            clipped = shapely.clip_by_rect(self.polygons.geometries[hits], xmin, ymin, xmax, ymax)
+            keep = ~shapely.is_empty(clipped)
+            shapes = zip(clipped[keep], self.polygons.values[hits][keep].tolist(), strict=True)
             rasterio.features.rasterize(shapes, out=out[0], transform=transform)
         return out
