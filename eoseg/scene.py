@@ -64,7 +64,8 @@ _SENSOR_PATTERNS = (
 
 @dataclass(frozen=True)
 class SceneMask:
-    """A quality layer on the scene's grid (a GDAL dataset name or VRT XML) and the classes it masks."""
+    """A quality layer on the scene's grid (a GDAL dataset name or VRT XML; for ``kind`` 'msk_clouds' the path of
+    a GML cloud mask rasterized per window on the scene's grid) and the classes it masks."""
 
     source: str
     kind: str  # see eoseg.products.quality_flags
@@ -346,11 +347,11 @@ def open_scene(
 
 def _product_sources(product, mask: str | Sequence[str] | None) -> tuple[str, SceneMask | None]:
     """A product's band VRT and its quality layer (None with ``--mask none`` or without a layer)."""
-    from eoseg.products import band_vrt, parse_mask, quality_vrt, stack_grid
+    from eoseg.products import band_vrt, parse_mask, quality_source, stack_grid
 
     classes = parse_mask(mask)
     grid = stack_grid(product)
-    quality = quality_vrt(product, grid) if classes else None
+    quality = quality_source(product, grid) if classes else None
     scene_mask = SceneMask(quality, product.quality.kind, classes) if quality is not None else None
     return band_vrt(product, grid), scene_mask
 
@@ -407,8 +408,10 @@ class SceneReader:
         self._ds = self._ctx.__enter__()
         self._mask_ctx = self._mask_ds = None
         if scene.mask is not None:
+            from eoseg.products import open_quality_layer
+
             try:
-                self._mask_ctx = _reading(scene.path, scene.mask.source)
+                self._mask_ctx = open_quality_layer(scene)
                 self._mask_ds = self._mask_ctx.__enter__()
             except BaseException:
                 self.close()

@@ -7,12 +7,17 @@ Fixtures: tests/data/products (built by tests/data/make_product_fixtures.py from
 from __future__ import annotations
 
 import json
+import logging
+import re
 import shutil
 from pathlib import Path
 
 import numpy as np
+import pyogrio
 import pytest
 import rasterio
+import rasterio.features
+from rasterio.windows import Window
 
 from eoseg.errors import BandMappingError, ConfigError, EosegError, GeoreferenceError, ProductError
 from eoseg.predict import Predictor, PredictSettings
@@ -35,6 +40,7 @@ LANDSAT = PRODUCTS / "LC80200392015216LGN00"
 LANDSAT_ID = "LC80200392015216LGN00"
 S2 = PRODUCTS / "S2A_18SVG_20160112_0_L1C"
 ITEM = PRODUCTS / "s2_item.json"
+GML = PRODUCTS / "S2A_18SVG_20160112_QI_DATA" / "MSK_CLOUDS_B00.gml"
 FIVE = ("blue", "green", "red", "nir", "swir1")
 
 
@@ -435,3 +441,120 @@ def test_batch_discovery_makes_one_job_per_product(tmp_path):
     by_rel = {str(j.relpath): j for j in jobs}
     assert by_rel[f"flat/{other}"].path.name == f"{other}_MTL.txt"  # the MTL stands for its product
     assert open_scene(by_rel[f"flat/{other}"].path, roles=list(FIVE)).stem == other
+
+
+# ---------------------------------------------------------------------------------------------- L1C GML cloud masks
+
+
+def old_l1c(tmp_path: Path, layout: str, gml_text: str | None = None, gml_name: str = "MSK_CLOUDS_B00.gml") -> Path:
+    """The Sentinel-2 fixture as an L1C product of baseline 02.01 holding a GML cloud mask (the fixture's unless
+    ``gml_text``): 'safe' (GRANULE/<granule>/IMG_DATA and QI_DATA) or 'folder' (the GML beside the band files)."""
+    if layout == "folder":
+        folder = copy_product(S2, tmp_path)
+        qi = folder
+    else:
+        folder = tmp_path / "S2A_MSIL1C_20160112T160652_N0201_R097_T18SVG_20160112T160652.SAFE"
+        granule = folder / "GRANULE" / "L1C_T18SVG_A002920_20160112T160652"
+        (granule / "IMG_DATA").mkdir(parents=True)
+        qi = granule / "QI_DATA"
+        qi.mkdir()
+        shutil.copy(S2 / "MTD_MSIL1C.xml", folder)
+        for band in ("B02", "B03", "B04", "B08", "B11", "B12"):
+            shutil.copy(S2 / f"{band}.tif", granule / "IMG_DATA" / f"T18SVG_20160112T160652_{band}.tif")
+    (qi / gml_name).write_text(GML.read_text() if gml_text is None else gml_text)
+    return folder
+
+
+def gml_clouds_on_grid(kind: str | None = None) -> np.ndarray:
+    """The fixture GML's polygons (of ``kind``, or all) rasterized on the whole 10 m grid at once."""
+    frame = pyogrio.read_dataframe(GML, WRITE_GFS="NO")
+    assert sorted(set(frame["maskType"])) == ["CIRRUS", "OPAQUE"] and str(frame.crs) == "EPSG:32618"
+    if kind is not None:
+        frame = frame[frame["maskType"] == kind]
+    with rasterio.open(S2 / "B02.tif") as ds:
+        return rasterio.features.rasterize(frame.geometry, out_shape=ds.shape, transform=ds.transform) != 0
+
+
+@pytest.mark.parametrize("layout", ["safe", "folder"])
+def test_l1c_gml_clouds_become_nodata_exactly_where_the_polygons_rasterize(five_band_bundle, tmp_path, caplog,
+                                                                           layout):
+    given = old_l1c(tmp_path, layout)
+    expected = gml_clouds_on_grid()
+    assert gml_clouds_on_grid("CIRRUS").any() and gml_clouds_on_grid("OPAQUE").any() and not expected.all()
+    with caplog.at_level(logging.WARNING, logger="eoseg"):
+        product = find_product(given)
+        result = predictor(five_band_bundle).predict(given, tmp_path / "out", progress=False)
+    assert product.level == "L1C" and product.quality.kind == "msk_clouds"
+    assert "not masked" not in caplog.text
+    np.testing.assert_array_equal(classes_of(result) == 255, expected)  # opaque and cirrus, windows of 64 px
+    assert result.quality["cloud_fraction"] == pytest.approx(expected.mean(), abs=1e-6)
+    assert result.quality["valid_fraction"] == pytest.approx(1 - expected.mean(), abs=1e-6)
+    stac = json.loads(result.outputs["stac"].read_text())["properties"]
+    assert stac["eoseg:cloud_fraction"] == result.quality["cloud_fraction"] and stac["eoseg:masked"] == [
+        "clouds", "shadow"]
+    snow = predictor(five_band_bundle, mask="snow").predict(given, tmp_path / "snow", progress=False)
+    assert not (classes_of(snow) == 255).any()  # the GML has no snow (or shadow): --mask snow masks nothing
+
+
+def test_gml_clouds_read_window_by_window_match_the_whole_grid(tmp_path):
+    from eoseg.products.gml import CIRRUS, OPAQUE, GmlCloudLayer, read_cloud_gml
+
+    scene = open_scene(old_l1c(tmp_path, "safe"), roles=list(FIVE))
+    layer = GmlCloudLayer(read_cloud_gml(scene.mask.source, scene.crs), scene.transform, scene.width, scene.height)
+    pieces = np.full((scene.height, scene.width), 9, np.uint8)
+    for row in range(0, scene.height, 37):
+        for col in range(0, scene.width, 29):
+            window = Window(col, row, min(29, scene.width - col), min(37, scene.height - row))
+            pieces[row:row + window.height, col:col + window.width] = layer.read(window=window)[0]
+    whole = np.where(gml_clouds_on_grid("OPAQUE"), OPAQUE, np.where(gml_clouds_on_grid("CIRRUS"), CIRRUS, 0))
+    np.testing.assert_array_equal(pieces, whole)
+    assert layer.read(window=Window(0, 0, 4, 4)).sum() == 0  # a clear corner: no polygon reaches it
+
+    # edges off the 10 m grid (ESA's run along it): pixel centres decide, in every window as on the whole grid
+    slanted = "448013.7 4173041.2 448702.9 4172677.4 448391.3 4171803.8 447931.6 4172255.1 448013.7 4173041.2"
+    text = re.sub(r"(<gml:posList[^>]*>)[^<]*", rf"\g<1>{slanted}", GML.read_text(), count=1)
+    file = old_l1c(tmp_path / "slanted", "folder", text) / GML.name
+    layer = GmlCloudLayer(read_cloud_gml(file, scene.crs), scene.transform, scene.width, scene.height)
+    frame = pyogrio.read_dataframe(file, WRITE_GFS="NO")
+    shapes = [(g, OPAQUE if t == "OPAQUE" else CIRRUS) for g, t in zip(frame.geometry, frame["maskType"], strict=True)]
+    whole = rasterio.features.rasterize(shapes, out_shape=(scene.height, scene.width), transform=scene.transform)
+    touched = rasterio.features.rasterize(shapes, out_shape=whole.shape, transform=scene.transform, all_touched=True)
+    assert (whole != touched).any()  # the burn rule matters for these edges
+    for row in range(0, scene.height, 37):
+        for col in range(0, scene.width, 29):
+            window = Window(col, row, min(29, scene.width - col), min(37, scene.height - row))
+            np.testing.assert_array_equal(layer.read(window=window)[0],
+                                          whole[row:row + window.height, col:col + window.width])
+
+
+def test_the_gml_mask_is_found_under_its_older_name_and_scl_wins_over_it(tmp_path):
+    oper = old_l1c(tmp_path / "oper", "folder",
+                   gml_name="S2A_OPER_MSK_CLOUDS_SGS__20160112T200000_A002920_T18SVG_B00_MSIL1C.gml")
+    assert find_product(oper).quality.kind == "msk_clouds"
+    l2a = old_l1c(tmp_path / "l2a", "folder")
+    shutil.copy(l2a / "B11.tif", l2a / "SCL.tif")
+    assert find_product(l2a).quality.kind == "scl"
+
+
+@pytest.mark.parametrize("variant", ["no_features", "no_geometry"])
+def test_an_empty_gml_masks_nothing_and_does_not_warn(five_band_bundle, tmp_path, caplog, variant):
+    text = GML.read_text()
+    element = "MaskFeature" if variant == "no_features" else "extentOf"
+    text, n = re.subn(rf"\s*<eop:{element}[ >].*?</eop:{element}>", "", text, flags=re.S)
+    assert n >= 1 and ("MaskFeature" in text) == (variant == "no_geometry")
+    given = old_l1c(tmp_path, "safe", text)
+    with caplog.at_level(logging.WARNING, logger="eoseg"):
+        result = predictor(five_band_bundle).predict(given, tmp_path / "out", progress=False)
+    assert caplog.text == ""
+    assert not (classes_of(result) == 255).any()
+    assert result.quality["cloud_fraction"] == 0.0 and result.quality["valid_fraction"] == 1.0
+
+
+def test_a_corrupt_gml_is_refused_in_one_line_unless_masks_are_off(tmp_path):
+    given = old_l1c(tmp_path, "safe", GML.read_text()[:1500])  # a truncated download
+    with pytest.raises(ProductError) as err:
+        open_scene(given, roles=list(FIVE))
+    message = str(err.value)
+    assert "MSK_CLOUDS_B00.gml" in message and "cannot read the Sentinel-2 GML cloud mask" in message
+    assert "\n" not in message and "--mask none" in message
+    assert open_scene(given, roles=list(FIVE), mask="none").mask is None

@@ -7,7 +7,8 @@ or a folder of per-band files (:mod:`.sentinel2`); a STAC Item (or one item of a
 product metadata gives, the quality layers and what the product says about itself (id, sensor, acquisition
 time). :mod:`.stack` stacks the bands as a GDAL VRT read window by window (20 m bands resampled to 10 m by
 nearest neighbour; the module says why); :mod:`.quality` decodes QA_PIXEL / QA_RADSAT / SCL / MSK_CLASSI
-into the pixels ``--mask`` makes nodata and the fractions reported per scene.
+and the L1C GML cloud polygons (:mod:`.gml`, rasterized window by window) into the pixels ``--mask`` makes nodata
+and the fractions reported per scene.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from eoseg.products.quality import (
     MaskFractions,
     mask_fractions,
     masked_pixels,
+    open_quality_layer,
     parse_mask,
     product_info,
     quality_flags,
@@ -48,12 +50,21 @@ from eoseg.products.quality import (
 )
 from eoseg.products.sentinel2 import sentinel2_product
 from eoseg.products.stac import stac_file_product, stac_item_product
-from eoseg.products.stack import Grid, band_vrt, missing_band_error, quality_vrt, saturation_bits, stack_grid
+from eoseg.products.stack import (
+    Grid,
+    band_vrt,
+    missing_band_error,
+    quality_source,
+    quality_vrt,
+    saturation_bits,
+    stack_grid,
+)
 
 __all__ = [
     "DEFAULT_MASK", "MASK_CLASSES", "QA_CIRRUS", "QA_CLOUD", "QA_DILATED_CLOUD", "QA_FILL", "QA_SHADOW", "QA_SNOW",
     "Grid", "MaskFractions", "Product", "ProductBand", "QualityLayer", "band_vrt", "find_product", "mask_fractions",
-    "masked_pixels", "missing_band_error", "parse_mask", "product_info", "quality_flags", "quality_vrt", "read_json",
+    "masked_pixels", "missing_band_error", "open_quality_layer", "parse_mask", "product_info", "quality_flags",
+    "quality_source", "quality_vrt", "read_json",
     "read_mtl_file", "saturation_bits", "scene_quality", "stac_item_product", "stac_properties", "stack_grid",
 ]
 

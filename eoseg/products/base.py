@@ -35,6 +35,9 @@ LANDSAT_RADSAT = re.compile(r"_QA_RADSAT\.TIF{1,2}$", re.I)
 S2_FILE = re.compile(r"^(?P<key>.*?)_?(?P<band>B0[1-9]|B1[0-2]|B8A|SCL)(?:_(?P<res>\d0)m)?\.(jp2|tif|tiff)$", re.I)
 S2_MTD = re.compile(r"^MTD_MSIL(1C|2A)\.xml$", re.I)
 S2_CLASSI = re.compile(r"^MSK_CLASSI_B00\.(jp2|tif|tiff)$", re.I)
+# L1C before processing baseline 04.00: QI_DATA/MSK_CLOUDS_B00.gml (older "OPER" products:
+# S2A_OPER_MSK_CLOUDS_SGS__<time>_A<orbit>_T<tile>_B00_MSIL1C.gml).
+S2_CLOUDS_GML = re.compile(r"^(S2[A-D]_OPER_)?MSK_CLOUDS_(\w+_)?B00(_MSIL1C)?\.gml$", re.I)
 
 
 @dataclass(frozen=True)
@@ -50,7 +53,8 @@ class ProductBand:
 
 @dataclass(frozen=True)
 class QualityLayer:
-    """A quality layer and how to decode it: 'qa_pixel' (Landsat C2), 'scl' (S2 L2A), 'classi' (S2 L1C)."""
+    """A quality layer and how to decode it: 'qa_pixel' (Landsat C2), 'scl' (S2 L2A), 'classi' (S2 L1C raster,
+    baseline 04.00 on) or 'msk_clouds' (S2 L1C GML cloud polygons, earlier baselines; see :mod:`.gml`)."""
 
     href: str
     kind: str

@@ -10,8 +10,10 @@ Quality layers are decoded by :func:`quality_flags` following each product's doc
   0 no data, 1 saturated or defective, 3 cloud shadows, 8 cloud medium probability, 9 cloud high
   probability, 10 thin cirrus, 11 snow or ice.
 - Sentinel-2 L1C ``MSK_CLASSI_B00`` (processing baseline 04.00 on; ESA L1C product specification): bands
-  opaque clouds, cirrus, snow / ice, each non-zero where flagged. Earlier L1C products carry their cloud
-  mask as GML vectors, which are not read (a warning says so).
+  opaque clouds, cirrus, snow / ice, each non-zero where flagged.
+- Sentinel-2 L1C ``MSK_CLOUDS_B00.gml`` (before baseline 04.00): OPAQUE and CIRRUS polygons, both clouds,
+  rasterized per read window into a one-band layer (1 opaque, 2 cirrus; :mod:`eoseg.products.gml`). It has no
+  shadow, snow or fill.
 
 Fill and saturated / defective pixels are always invalid (unless ``--mask none``); ``--mask`` chooses which of
 clouds, cloud shadow and snow are masked too (default ``clouds,shadow``).
@@ -19,13 +21,16 @@ clouds, cloud shadow and snow are masked too (default ``clouds,shadow``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import rasterio
+from rasterio.errors import RasterioError
 
-from eoseg.errors import ConfigError
+from eoseg.errors import ConfigError, SceneReadError
 
 MASK_CLASSES = ("clouds", "shadow", "snow")
 DEFAULT_MASK = "clouds,shadow"
@@ -92,6 +97,9 @@ def quality_flags(layer: np.ndarray, kind: str, saturation_bits: int = 0) -> dic
         return {"fill": np.isin(scl, (SCL_NO_DATA, SCL_DEFECTIVE)),
                 "clouds": np.isin(scl, (SCL_CLOUD_MEDIUM, SCL_CLOUD_HIGH, SCL_CIRRUS)),
                 "shadow": scl == SCL_SHADOW, "snow": scl == SCL_SNOW}
+    if kind == "msk_clouds":
+        none = np.zeros(layer.shape[1:], bool)
+        return {"fill": none, "clouds": layer[0] != 0, "shadow": none, "snow": none}
     if kind == "classi":
         flagged = [layer[i] != 0 if i < layer.shape[0] else np.zeros(layer.shape[1:], bool) for i in range(3)]
         return {"fill": np.zeros(layer.shape[1:], bool), "clouds": flagged[0] | flagged[1], "shadow":
@@ -112,6 +120,26 @@ def masked_pixels(layer: np.ndarray, kind: str, classes: Sequence[str], saturati
 
 
 
+@contextmanager
+def open_quality_layer(scene) -> Iterator:
+    """A product scene's quality layer, open on the scene's grid: something with ``width``, ``height`` and
+    ``read(window=...)`` → ``(bands, h, w)`` — the raster layer's VRT through rasterio, or the GML cloud polygons
+    rasterized per window (:class:`eoseg.products.gml.GmlCloudLayer`)."""
+    mask = scene.mask
+    if mask.kind == "msk_clouds":
+        from eoseg.products.gml import GmlCloudLayer, read_cloud_gml
+
+        yield GmlCloudLayer(read_cloud_gml(Path(mask.source), scene.crs), scene.transform, scene.width, scene.height)
+        return
+    try:
+        ds = rasterio.open(mask.source)
+    except RasterioError as exc:
+        raise SceneReadError(f"cannot open the quality layer ({str(exc).splitlines()[0] if str(exc) else exc!r})",
+                             path=scene.path, fix="re-download the product") from exc
+    with ds:
+        yield ds
+
+
 def mask_fractions(scene, rows: int = 512) -> MaskFractions | None:
     """Fill, cloud, shadow and snow fractions of a product scene's quality layer, read strip by strip (None when
     the scene has no quality layer or ``--mask none``). Cloud / shadow / snow are fractions of the non-fill
@@ -122,7 +150,7 @@ def mask_fractions(scene, rows: int = 512) -> MaskFractions | None:
 
     counts = dict.fromkeys(("fill", "clouds", "shadow", "snow", "masked"), 0)
     bits = scene.mask.saturation_bits
-    with rasterio.open(scene.mask.source) as ds:
+    with open_quality_layer(scene) as ds:
         for top in range(0, ds.height, rows):
             layer = ds.read(window=Window(0, top, ds.width, min(rows, ds.height - top)))
             flags = quality_flags(layer, scene.mask.kind)  # fill without saturation: clouds are of the scene

@@ -11,6 +11,7 @@ from pathlib import Path
 from eoseg.errors import ProductError
 from eoseg.products.base import (
     S2_CLASSI,
+    S2_CLOUDS_GML,
     S2_FILE,
     S2_MTD,
     SENTINEL2_BANDS,
@@ -50,15 +51,19 @@ def _s2_metadata(mtd: Path) -> dict:
             "spacecraft": first("SPACECRAFT_NAME"), "uri": first("PRODUCT_URI")}
 
 
-def _s2_files(folder: Path, key: str | None) -> tuple[str, dict[str, tuple[int, Path]], Path | None]:
-    """``(key, {band: (resolution m or 0, file)}, classi mask)``: the finest file of each band, one product."""
+def _s2_files(folder: Path, key: str | None) -> tuple[str, dict[str, tuple[int, Path]], dict[str, Path]]:
+    """``(key, {band: (resolution m or 0, file)}, {'classi' | 'msk_clouds': cloud mask file})``: the finest file
+    of each band, one product."""
     found: dict[str, dict[str, tuple[int, Path]]] = {}
-    classi = None
+    masks: dict[str, Path] = {}
     for p in sorted(folder.rglob("*")):
         if not p.is_file():
             continue
         if S2_CLASSI.match(p.name):
-            classi = p
+            masks["classi"] = p
+            continue
+        if S2_CLOUDS_GML.match(p.name):
+            masks["msk_clouds"] = p
             continue
         match = S2_FILE.match(p.name)
         if not match or re.search(r"_(B\d+){2,}", p.name, re.I) or p.name.upper().startswith("MSK_"):
@@ -74,7 +79,7 @@ def _s2_files(folder: Path, key: str | None) -> tuple[str, dict[str, tuple[int, 
                                f"{next(iter(found[other].values()))[1].name})", path=folder,
                                fix="keep one product per folder")
         key = next(iter(found), "")
-    return key, found.get(key.upper(), {}), classi
+    return key, found.get(key.upper(), {}), masks
 
 
 def sentinel2_product(folder: Path, *, given: Path, key: str | None = None) -> Product:
@@ -82,7 +87,7 @@ def sentinel2_product(folder: Path, *, given: Path, key: str | None = None) -> P
 
     mtd = next((p for p in sorted(folder.iterdir()) if S2_MTD.match(p.name)), None)
     meta = _s2_metadata(mtd) if mtd is not None else {}
-    key, files, classi = _s2_files(folder, key)
+    key, files, masks = _s2_files(folder, key)
     if not files:
         raise ProductError("holds no Sentinel-2 band files (…_B02.jp2, B02.tif, …_B02_10m.jp2)", path=given,
                            fix="pass the .SAFE folder, its MTD_MSIL*.xml or a folder of per-band files")
@@ -104,11 +109,13 @@ def sentinel2_product(folder: Path, *, given: Path, key: str | None = None) -> P
     quality = None
     if "SCL" in files:
         quality = QualityLayer(str(files["SCL"][1]), "scl")
-    elif classi is not None:
-        quality = QualityLayer(str(classi), "classi")
+    elif "classi" in masks:
+        quality = QualityLayer(str(masks["classi"]), "classi")
+    elif "msk_clouds" in masks:  # L1C before baseline 04.00: cloud polygons (eoseg.products.gml)
+        quality = QualityLayer(str(masks["msk_clouds"]), "msk_clouds")
     else:
-        warn_once(folder, "%s: no SCL or MSK_CLASSI layer (L1C products before processing baseline 04.00 carry "
-                           "GML cloud masks, which are not read); clouds are not masked")
+        warn_once(folder, "%s: no SCL, MSK_CLASSI_B00 raster or MSK_CLOUDS_B00.gml cloud mask; clouds are not "
+                          "masked")
     spacecraft = meta.get("spacecraft")
     product_id = (meta.get("uri") or (folder.name if folder.name.upper().endswith(".SAFE") else "")).removesuffix(
         ".SAFE") or key.strip("_") or folder.name

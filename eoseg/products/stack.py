@@ -121,8 +121,20 @@ def band_vrt(product: Product, grid: Grid) -> str:
     return _vrt(grid, xml, meta)
 
 
+def quality_source(product: Product, grid: Grid) -> str | None:
+    """What the scene's quality layer is read from: the raster layer's VRT on ``grid`` (:func:`quality_vrt`), or
+    the path of a GML cloud mask, whose polygons are read (and checked) here once and rasterized per window when
+    the scene is read (:mod:`.gml`); None without a layer."""
+    if product.quality is not None and product.quality.kind == "msk_clouds":
+        from eoseg.products.gml import read_cloud_gml
+
+        read_cloud_gml(product.quality.href, grid.crs)
+        return product.quality.href
+    return quality_vrt(product, grid)
+
+
 def quality_vrt(product: Product, grid: Grid) -> str | None:
-    """The quality layer on ``grid`` (nearest: codes are not interpolated) as VRT XML, or None."""
+    """The raster quality layer on ``grid`` (nearest: codes are not interpolated) as VRT XML, or None."""
     if product.quality is None:
         return None
     with open_band(product.quality.href, product.path) as ds:

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
+import re
 import shutil
 from pathlib import Path
 
 import numpy as np
+import pyogrio
 import pytest
 import rasterio
+import rasterio.features
 from click.testing import CliRunner
 
 from eoseg.cli import main
@@ -20,6 +24,7 @@ LANDSAT_ID = "LC80200392015216LGN00"
 LANDSAT = PRODUCTS / LANDSAT_ID
 S2_ID = "S2A_18SVG_20160112_0_L1C"
 S2 = PRODUCTS / S2_ID
+GML = PRODUCTS / "S2A_18SVG_20160112_QI_DATA" / "MSK_CLOUDS_B00.gml"
 FIVE = ("blue", "green", "red", "nir", "swir1")
 
 
@@ -160,3 +165,46 @@ def test_tile_a_product(tmp_path):
     assert tiles and all(t.name.startswith(f"{LANDSAT_ID}_") for t in tiles)
     with rasterio.open(tiles[0]) as ds:
         assert ds.descriptions[:2] == ("B1", "B2") and ds.res == (30.0, 30.0)
+
+
+def l1c_with_gml(tmp_path: Path, text: str) -> Path:
+    """The Sentinel-2 fixture (an L1C of baseline 02.01) with a GML cloud mask beside its band files."""
+    folder = Path(shutil.copytree(S2, tmp_path / "in" / S2_ID))
+    (folder / "MSK_CLOUDS_B00.gml").write_text(text)
+    return folder
+
+
+def test_predict_an_old_l1c_masks_its_gml_clouds(bundle, tmp_path, caplog):
+    frame = pyogrio.read_dataframe(GML, WRITE_GFS="NO")
+    with rasterio.open(S2 / "B02.tif") as ds:
+        clouds = rasterio.features.rasterize(frame.geometry, out_shape=ds.shape, transform=ds.transform) != 0
+    assert 0 < clouds.mean() < 0.5
+    folder = l1c_with_gml(tmp_path, GML.read_text())
+    with caplog.at_level(logging.WARNING, logger="eoseg"):
+        result = run("predict", folder, "--model", bundle, "--out", tmp_path / "out", "--precision", "fp32")
+    assert result.exit_code == 0, result.output
+    assert f"valid {1 - clouds.mean():.1%}, cloud {clouds.mean():.1%}" in result.output
+    assert "not masked" not in caplog.text
+    with rasterio.open(tmp_path / "out" / f"{S2_ID}_classes.tif") as ds:
+        np.testing.assert_array_equal(ds.read(1) == 255, clouds)
+    item = json.loads((tmp_path / "out" / f"{S2_ID}.stac.json").read_text())
+    assert item["properties"]["eoseg:cloud_fraction"] == pytest.approx(clouds.mean(), abs=1e-6)
+
+    empty = l1c_with_gml(tmp_path / "empty", re.sub(r"\s*<eop:MaskFeature .*?</eop:MaskFeature>", "", GML.read_text(),
+                                                    flags=re.S))
+    with caplog.at_level(logging.WARNING, logger="eoseg"):
+        result = run("predict", empty, "--model", bundle, "--out", tmp_path / "empty_out", "--precision", "fp32")
+    assert result.exit_code == 0, result.output
+    assert "valid 100.0%, cloud 0.0%" in result.output and "not masked" not in caplog.text
+
+
+def test_a_corrupt_gml_cloud_mask_is_refused_in_one_line(bundle, tmp_path):
+    folder = l1c_with_gml(tmp_path, GML.read_text()[:-200])  # a truncated download
+    result = run("predict", folder, "--model", bundle, "--out", tmp_path / "out")
+    assert result.exit_code == 1
+    one_line_error(result, "MSK_CLOUDS_B00.gml", "cannot read the Sentinel-2 GML cloud mask", "--mask none")
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+    off = run("predict", folder, "--model", bundle, "--out", tmp_path / "off", "--mask", "none", "-q")
+    assert off.exit_code == 0, off.output
+    with rasterio.open(tmp_path / "off" / f"{S2_ID}_classes.tif") as ds:
+        assert not (ds.read(1) == 255).any()

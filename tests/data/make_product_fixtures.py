@@ -12,6 +12,12 @@
   10 m stack's nearest-upsampled values, i.e. the original 20 m values), and a trimmed ``MTD_MSIL1C.xml`` carrying
   the L1C quantification value and the processing baseline.
 - ``s2_item.json``: a STAC Item whose assets are those Sentinel-2 band files (relative hrefs, ``eo:bands``).
+- ``S2A_18SVG_20160112_QI_DATA/MSK_CLOUDS_B00.gml``: a SYNTHETIC cloud mask in the format of ESA's L1C products
+  before processing baseline 04.00 (what ``GRANULE/<granule>/QI_DATA/`` holds): an ``eop:Mask`` of
+  ``eop:MaskFeature`` polygons with ``eop:maskType`` OPAQUE or CIRRUS in EPSG:32618, stair-stepped on the tile's
+  60 m grid as ESA's are (vectorized from 60 m cells), over the Sentinel-2 folder's extent: two opaque clouds (one
+  running past the east and south edges) and a ring of cirrus (a polygon with a hole). Kept apart from the band
+  folder, whose tests expect no cloud mask; the tests put it into a product (a .SAFE layout or the folder).
 """
 
 from __future__ import annotations
@@ -153,6 +159,88 @@ def make_sentinel2() -> Path:
     return folder
 
 
+S2_GML_DIR = "S2A_18SVG_20160112_QI_DATA"
+S2_GML_ID = "S2A_OPER_MSK_CLOUDS_SGS__20160112T200000_A002920_T18SVG_B00_MSIL1C"  # made-up processing stamp
+GML_CELL = 60.0  # ESA vectorizes the L1C cloud mask at 60 m, on the tile's grid
+
+
+def synthetic_cloud_cells(shape: tuple[int, int]) -> dict[str, list[np.ndarray]]:
+    """60 m cells of each synthetic mask type: two opaque clouds (one past the east and south edges of the 10 m
+    folder's 1280 m extent) and a ring of cirrus."""
+    rows, cols = np.mgrid[: shape[0], : shape[1]]
+
+    def disc(r: float, c: float, radius: float) -> np.ndarray:
+        return (rows - r) ** 2 + (cols - c) ** 2 <= radius ** 2
+
+    return {"OPAQUE": [disc(6, 6.5, 4.2), disc(19, 20, 3.6)],
+            "CIRRUS": [disc(6.5, 16, 4.8) & ~disc(6.5, 16, 1.9)]}
+
+
+def _pos_list(ring) -> str:
+    return " ".join(f"{x:.0f} {y:.0f}" for x, y in ring)
+
+
+def cloud_gml(origin: tuple[float, float], shape: tuple[int, int]) -> str:
+    """ESA's MSK_CLOUDS_B00.gml layout with the synthetic clouds' polygons (rasterio.features.shapes of the 60 m
+    cells, in EPSG:32618 metres)."""
+    from affine import Affine
+    from rasterio.features import shapes
+
+    transform = Affine(GML_CELL, 0, origin[0], 0, -GML_CELL, origin[1])
+    members, xs, ys, count = [], [], [], {}
+    for mask_type, blobs in synthetic_cloud_cells(shape).items():
+        for blob in blobs:
+            for geometry, _ in shapes(blob.astype(np.uint8), mask=blob, transform=transform):
+                n = count[mask_type] = count.get(mask_type, -1) + 1
+                rings = geometry["coordinates"]
+                xs += [x for x, _ in rings[0]]
+                ys += [y for _, y in rings[0]]
+                interiors = "".join(
+                    f"\n          <gml:interior>\n            <gml:LinearRing>\n              <gml:posList "
+                    f'srsDimension="2">{_pos_list(ring)}</gml:posList>\n            </gml:LinearRing>\n'
+                    f"          </gml:interior>" for ring in rings[1:])
+                members.append(f"""    <eop:MaskFeature gml:id="{mask_type}.{n}">
+      <eop:maskType codeSpace="urn:gs2:S2PDGS:maskType">{mask_type}</eop:maskType>
+      <eop:extentOf>
+        <gml:Polygon gml:id="{mask_type}.{n}_Polygon">
+          <gml:exterior>
+            <gml:LinearRing>
+              <gml:posList srsDimension="2">{_pos_list(rings[0])}</gml:posList>
+            </gml:LinearRing>
+          </gml:exterior>{interiors}
+        </gml:Polygon>
+      </eop:extentOf>
+    </eop:MaskFeature>""")
+    return f"""<?xml version="1.0" encoding="UTF-8"?>
+<eop:Mask xmlns:eop="http://www.opengis.net/eop/2.0" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" \
+xmlns:gml="http://www.opengis.net/gml/3.2" gml:id="{S2_GML_ID}">
+  <gml:name>MSK_CLOUDS pixels mask from data-strip {S2_GML_ID}</gml:name>
+  <gml:boundedBy>
+    <gml:Envelope srsName="urn:ogc:def:crs:EPSG:8.7:32618">
+      <gml:lowerCorner>{min(xs):.0f} {min(ys):.0f}</gml:lowerCorner>
+      <gml:upperCorner>{max(xs):.0f} {max(ys):.0f}</gml:upperCorner>
+    </gml:Envelope>
+  </gml:boundedBy>
+  <eop:maskMembers>
+{chr(10).join(members)}
+  </eop:maskMembers>
+</eop:Mask>
+"""
+
+
+def make_cloud_gml(s2: Path) -> Path:
+    with rasterio.open(s2 / "B02.tif") as ds:
+        left, top = ds.bounds.left, ds.bounds.top
+        cells = (int(np.ceil(ds.height * ds.res[1] / GML_CELL)) + 1, int(np.ceil(ds.width * ds.res[0] / GML_CELL)) + 1)
+    # the folder's corner is on the tile's 60 m grid (tile 18SVG's corner is 399960 E, 4200000 N)
+    assert (left - 399960) % GML_CELL == 0 and (4200000 - top) % GML_CELL == 0
+    folder = OUT / S2_GML_DIR
+    folder.mkdir()
+    path = folder / "MSK_CLOUDS_B00.gml"
+    path.write_text(cloud_gml((left, top), cells))
+    return path
+
+
 def make_item(s2: Path) -> Path:
     with rasterio.open(s2 / "B02.tif") as ds:
         from rasterio.warp import transform_bounds
@@ -184,9 +272,9 @@ def main() -> None:
         shutil.rmtree(OUT)
     OUT.mkdir()
     landsat, s2 = make_landsat(), make_sentinel2()
-    item = make_item(s2)
+    item, gml = make_item(s2), make_cloud_gml(s2)
     size = sum(p.stat().st_size for p in OUT.rglob("*") if p.is_file())
-    print(f"{landsat.name}, {s2.name}, {item.name}: {size / 1024:.0f} KB in {OUT}")
+    print(f"{landsat.name}, {s2.name}, {item.name}, {gml.parent.name}/{gml.name}: {size / 1024:.0f} KB in {OUT}")
 
 
 if __name__ == "__main__":
