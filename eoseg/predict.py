@@ -33,6 +33,7 @@ from eoseg.outputs.cog import RasterSink
 from eoseg.outputs.qgis import raster_qml, write_qml
 from eoseg.outputs.stac import write_stac_item
 from eoseg.outputs.vectors import PolygonWriter
+from eoseg.pipeline import Channel, Stages
 from eoseg.process import block_rows_cache_bytes, keep_freed_memory_mapped  # noqa: F401  (moved; old imports work)
 from eoseg.radiometry import Scaling, check_reflectance_range, scene_scaling
 from eoseg.scene import Scene, SceneReader, map_bands, open_scene, preflight
@@ -162,6 +163,10 @@ class Forward:
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         """(N, C, H, W) float32 standardized → (N, K, H, W) float32 probabilities."""
+        return self.probabilities(batch).cpu().numpy()
+
+    def probabilities(self, batch: np.ndarray) -> torch.Tensor:
+        """:meth:`__call__` with the probabilities left on the model's device (the predict loop blends there)."""
         x = torch.from_numpy(np.ascontiguousarray(batch))
         if self.device.type == "cuda":
             x = x.pin_memory().to(self.device, non_blocking=True)
@@ -176,7 +181,7 @@ class Forward:
         if probs is None:
             raise PredictionError("the model gives non-finite (NaN or infinite) logits in fp32", path="--model",
                                   fix="check the model's weights (retrain or re-save the bundle)")
-        return probs.cpu().numpy()
+        return probs
 
     def _probabilities(self, x: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor | None:
         """Mean softmax over models and TTA transforms; None when any logit is not finite."""
@@ -199,6 +204,7 @@ class Forward:
 
 
 TileReader = Callable[[Tile], tuple[np.ndarray, np.ndarray]]  # tile → (standardized (C,H,W), valid (H,W))
+QUEUE_DEPTH = 2  # batches between the forward pass and blending, and finished row blocks before the writer
 
 
 @dataclass
@@ -207,46 +213,103 @@ class TileCounts:
     skipped: int = 0
 
 
+@dataclass
+class _TileRow:
+    """One tile row as the reader hands it on: its non-empty tiles, read and standardized."""
+
+    row: int
+    tiles: list[tuple[Tile, np.ndarray, np.ndarray]]
+    total: int
+
+
 def run_tiles(
     grid: TileGrid,
     read_tile: TileReader,
-    forward: Callable[[np.ndarray], np.ndarray],
+    forward: Callable[[np.ndarray], np.ndarray | torch.Tensor],
     num_classes: int,
-    on_rows: RowSink,
+    on_rows: RowSink | Sequence[RowSink],
     *,
     batch_size: int = 4,
     keep_probabilities: bool = False,
+    probabilities: str | None = None,
     progress: tqdm | None = None,
+    device: torch.device | str | None = None,
+    depth: int = QUEUE_DEPTH,
 ) -> TileCounts:
-    """Predict every tile of ``grid`` and emit finished rows in order (top to bottom)."""
-    acc = StripAccumulator(grid, num_classes, on_rows, keep_probabilities)
+    """Predict every tile of ``grid`` and hand finished rows, in order (top to bottom), to each row sink.
+
+    A pipeline (see :mod:`eoseg.pipeline`): a reader thread reads and standardizes the next tile row while
+    the model runs; the forward pass runs in the caller's thread on batches of ``batch_size`` tiles, wherever
+    they lie (batches span tile rows); a blending thread sums them into a :class:`StripAccumulator` on the
+    model's device; a writer thread hands each finished block of rows to every sink of ``on_rows`` in turn
+    (``sink(row_off, classes uint8 (n, W), probabilities (K, n, W) or None)``). The first error of any stage
+    stops the others and is raised here. ``probabilities``: ``None``, ``"float32"`` or ``"uint8"`` (what the
+    sinks get; ``keep_probabilities`` is ``"float32"``). ``forward`` returns probabilities as an array or a
+    tensor (a :class:`Forward` keeps them on its device).
+    """
+    sinks = [on_rows] if callable(on_rows) else list(on_rows)
+    run_forward = getattr(forward, "probabilities", forward)
+    device = torch.device(device if device is not None else getattr(forward, "device", "cpu"))
     counts = TileCounts()
-    for row in range(grid.shape[0]):
-        acc.flush_until(grid.row_offsets[row])
+    with Stages() as stages:
+        tile_rows, batches, finished = stages.channel(1), stages.channel(depth), stages.channel(depth)
+        acc = StripAccumulator(grid, num_classes, lambda *rows: finished.put(rows), device=device,
+                               probabilities=probabilities or ("float32" if keep_probabilities else None))
+        stages.start("reader", _read_rows, grid, read_tile, tile_rows, counts)
+        stages.start("blend", _blend, acc, batches, finished)
+        stages.start("writer", _write_rows, finished, sinks)
         pending: list[tuple[Tile, np.ndarray, np.ndarray]] = []
-        for tile in grid.row_tiles(row):
-            counts.total += 1
-            x, valid = read_tile(tile)
-            if not valid.any():
-                counts.skipped += 1
-            else:
-                pending.append((tile, x, valid))
-            if len(pending) == batch_size:
-                _forward_batch(pending, forward, acc)
-            if progress is not None:
-                progress.update(1)
-        _forward_batch(pending, forward, acc)
-    acc.finish()
+        for item in tile_rows:
+            for tile in item.tiles:
+                pending.append(tile)
+                if len(pending) == batch_size:
+                    _forward_batch(pending, run_forward, device, batches, progress)
+            if progress is not None and item.total > len(item.tiles):
+                progress.update(item.total - len(item.tiles))
+        _forward_batch(pending, run_forward, device, batches, progress)
+        batches.close()
     return counts
 
 
-def _forward_batch(pending: list, forward: Callable[[np.ndarray], np.ndarray], acc: StripAccumulator) -> None:
+def _read_rows(grid: TileGrid, read_tile: TileReader, out: Channel, counts: TileCounts) -> None:
+    """Reader stage: each tile row's non-empty tiles; the next row is read only once there is room for it."""
+    for row in range(grid.shape[0]):
+        out.wait_for_room()
+        row_tiles = grid.row_tiles(row)
+        tiles = [(tile, x, valid) for tile in row_tiles for x, valid in [read_tile(tile)] if valid.any()]
+        counts.total += len(row_tiles)
+        counts.skipped += len(row_tiles) - len(tiles)
+        out.put(_TileRow(row, tiles, len(row_tiles)))
+    out.close()
+
+
+def _forward_batch(pending: list, forward: Callable, device: torch.device, out: Channel,
+                   progress: tqdm | None) -> None:
+    """Forward stage: one batch of tiles (from one or more tile rows) → probabilities, handed to blending."""
     if not pending:
         return
-    probs = forward(np.stack([x for _, x, _ in pending]))
-    for (tile, _, valid), p in zip(pending, probs, strict=True):
-        acc.add(tile, p, valid)
+    probs = torch.as_tensor(forward(np.stack([x for _, x, _ in pending])))
+    valid = torch.from_numpy(np.stack([v for _, _, v in pending])).to(probs.device, non_blocking=True)
+    out.put(([tile for tile, _, _ in pending], probs, valid))
+    if progress is not None:
+        progress.update(len(pending))
     pending.clear()
+
+
+def _blend(acc: StripAccumulator, batches: Channel, finished: Channel) -> None:
+    """Blending stage: tiles into the strip in grid order; finished rows go on to the writer."""
+    for tiles, probs, valid in batches:
+        for tile, p, v in zip(tiles, probs, valid, strict=True):
+            acc.add_in_order(tile, p, v)
+    acc.finish()
+    finished.close()
+
+
+def _write_rows(finished: Channel, sinks: Sequence[RowSink]) -> None:
+    """Writer stage: every finished block of rows to every sink, in order."""
+    for row_off, classes, probs in finished:
+        for sink in sinks:
+            sink(row_off, classes, probs)
 
 
 STANDARDIZE_COLUMNS = 512  # strip columns standardized at a time: temporaries stay a tile wide, not a scene wide
@@ -400,25 +463,42 @@ class Predictor:
 
     def _write_rasters(self, scene: Scene, grid: TileGrid, standardization: Standardization, paths,
                        bar: tqdm) -> TileCounts:
-        k = len(self.scheme)
+        with contextlib.ExitStack() as stack, SceneReader(scene) as reader:
+            sinks, wants_probs = self._row_sinks(stack, scene, standardization, paths)
+            return run_tiles(grid, strip_tile_reader(reader, grid, standardization), self.forward,
+                             len(self.scheme), sinks, batch_size=self.settings.batch_size,
+                             probabilities="uint8" if wants_probs else None, progress=bar)
+
+    def _row_sinks(self, stack: contextlib.ExitStack, scene: Scene, standardization: Standardization,
+                   paths) -> tuple[list[RowSink], bool]:
+        """The consumers of the finished rows, run in order in the writer thread: the class COG, the
+        probability COG (uint8, when asked) and the streamed polygons. Each is ``sink(row_off, classes,
+        probs)``; a new consumer is one more entered context and one more entry. Returns the sinks and
+        whether any of them needs the probabilities."""
         common = dict(width=scene.width, height=scene.height, crs=scene.crs, transform=scene.transform,
                       scheme=self.scheme, tags=input_tags(scene, standardization))
-        with RasterSink(paths.classes, count=1, dtype="uint8", nodata=NODATA_CLASS, kind="classes",
-                        **common) as classes_sink, _optional_probs_sink(paths.probs, k, common) as probs_sink, \
-                PolygonWriter(paths.polygons, scene.shape, scene.transform, scene.crs, self.scheme,
-                              min_area_m2=self.settings.min_area, simplify=self.settings.simplify) as polygons:
+        classes_sink = stack.enter_context(RasterSink(paths.classes, count=1, dtype="uint8", nodata=NODATA_CLASS,
+                                                      kind="classes", **common))
+        polygons = stack.enter_context(PolygonWriter(paths.polygons, scene.shape, scene.transform, scene.crs,
+                                                     self.scheme, min_area_m2=self.settings.min_area,
+                                                     simplify=self.settings.simplify))
 
-            def on_rows(row_off: int, classes: np.ndarray, probs: np.ndarray | None) -> None:
-                window = Window(0, row_off, scene.width, classes.shape[0])
-                classes_sink.write(classes[np.newaxis], window)
-                polygons.write_rows(classes)
-                if probs_sink is not None and probs is not None:
-                    probs_sink.write(np.clip(np.rint(probs * 255), 0, 255).astype(np.uint8), window)
+        def classes_rows(row_off: int, classes: np.ndarray, probs: np.ndarray | None) -> None:
+            classes_sink.write(classes[np.newaxis], Window(0, row_off, scene.width, classes.shape[0]))
 
-            with SceneReader(scene) as reader:
-                return run_tiles(grid, strip_tile_reader(reader, grid, standardization), self.forward, k, on_rows,
-                                 batch_size=self.settings.batch_size, keep_probabilities=probs_sink is not None,
-                                 progress=bar)
+        def polygon_rows(row_off: int, classes: np.ndarray, probs: np.ndarray | None) -> None:
+            polygons.write_rows(classes)
+
+        sinks: list[RowSink] = [classes_rows, polygon_rows]
+        if paths.probs is not None:
+            probs_sink = stack.enter_context(RasterSink(paths.probs, count=len(self.scheme), dtype="uint8",
+                                                        nodata=None, kind="probs", **common))
+
+            def probability_rows(row_off: int, classes: np.ndarray, probs: np.ndarray | None) -> None:
+                probs_sink.write(probs, Window(0, row_off, scene.width, classes.shape[0]))
+
+            sinks.insert(1, probability_rows)
+        return sinks, paths.probs is not None
 
     def _finish_outputs(self, scene: Scene, paths, scaling: Scaling | None = None) -> dict[str, Path]:
         outputs = {"classes": paths.classes}
@@ -468,12 +548,6 @@ def input_tags(scene: Scene, standardization: Standardization) -> dict[str, str]
 def _attempt_files(paths: OutputPaths) -> list[Path]:
     """Every final file one scene's attempt may write (the probabilities' sidecar too, when GDAL makes one)."""
     return [*paths.files(), *([aux_path(paths.probs)] if paths.probs is not None else [])]
-
-
-def _optional_probs_sink(path: Path | None, k: int, common: dict):
-    if path is None:
-        return contextlib.nullcontext()
-    return RasterSink(path, count=k, dtype="uint8", nodata=None, kind="probs", **common)
 
 
 def predict_scene(scene: str | Path, model: str | Path | ModelBundle | Sequence = DEFAULT_MODEL,
