@@ -160,6 +160,19 @@ class Forward:
         self.transforms = _tta_transforms(tta)
         self.models = [_on_device(m, device) for m in models]
         self.fp32_reruns = 0
+        self._warm: dict[tuple[int, ...], float] = {}  # input shapes already run → seconds of their first run
+
+    def warm_up(self, batch_size: int, channels: int, tile_shape: tuple[int, int]) -> float:
+        """One forward pass of a full batch at ``tile_shape`` unless that shape ran already; its seconds."""
+        shape = (batch_size, channels, *tile_shape)
+        if shape in self._warm:
+            return 0.0
+        start = time.perf_counter()
+        self.probabilities(np.zeros(shape, np.float32))
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self._warm[shape] = time.perf_counter() - start
+        return self._warm[shape]
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         """(N, C, H, W) float32 standardized → (N, K, H, W) float32 probabilities."""
@@ -393,11 +406,15 @@ class Predictor:
                               f"{self.standardization.mode!r} standardization", path="--scale",
                               fix="drop --scale / --offset, or use a model trained on reflectance")
         self.forward = Forward([b.model for b in self.bundles], self.device, self.precision, self.settings.tta)
-        self._warm_up()
 
-    def _warm_up(self) -> None:
-        """One forward pass at the tile shape: oneDNN / cuDNN pick their kernels once, not in the first scene."""
-        self.forward(np.zeros((1, len(self.card.bands), self.tile_size, self.tile_size), np.float32))
+    def warm_up(self, tile_shape: tuple[int, int]) -> float:
+        """A first forward pass at ``tile_shape`` (once per shape; seconds it took, 0 when already warm):
+        oneDNN / cuDNN pick their kernels, and a compiled model compiles, before a scene's clock starts.
+
+        Done at the first scene's own tile shape, not the card's: a small scene gets small tiles, and a
+        warm-up at 512 px would cost more than predicting it (start-up time).
+        """
+        return self.forward.warm_up(self.settings.batch_size, len(self.card.bands), tile_shape)
 
     @property
     def model_hash(self) -> str:
@@ -423,9 +440,10 @@ class Predictor:
 
     def _predict(self, path: str | Path, out_dir: str | Path, *, progress: bool | None,
                  stem: str | None) -> SceneResult:
-        start = time.perf_counter()
         scene = self.open(path)
         grid = self.scene_grid(scene)
+        self.warm_up(grid.tile(0, 0).size)
+        start = time.perf_counter()
         paths = plan_outputs(Path(out_dir), stem or scene.stem, probabilities=self.settings.probabilities,
                              overwrite=self.settings.overwrite)
         scaling = self._scaling(scene)  # before preflight: unknown units fail before the scene is read
