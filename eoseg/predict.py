@@ -414,7 +414,8 @@ class Predictor:
         Done at the first scene's own tile shape, not the card's: a small scene gets small tiles, and a
         warm-up at 512 px would cost more than predicting it (start-up time).
         """
-        return self.forward.warm_up(self.settings.batch_size, len(self.card.bands), tile_shape)
+        warm_up = getattr(self.forward, "warm_up", None)  # None: a plain callable put in its place (tests)
+        return warm_up(self.settings.batch_size, len(self.card.bands), tile_shape) if warm_up else 0.0
 
     @property
     def model_hash(self) -> str:
