@@ -16,6 +16,7 @@ is raised in the caller's thread unchanged (its own type and message).
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -98,6 +99,7 @@ class Stages:
         self._threads: list[threading.Thread] = []
         self._errors: list[BaseException] = []
         self._lock = threading.Lock()
+        self.cpu_seconds: dict[str, float] = {}  # CPU time of each stage thread (where the time goes)
 
     def channel(self, depth: int) -> Channel:
         ch = Channel(depth, self.cancelled)
@@ -105,18 +107,21 @@ class Stages:
         return ch
 
     def start(self, name: str, target: Callable[..., None], *args: Any) -> threading.Thread:
-        thread = threading.Thread(target=self._run, args=(target, args), name=f"eoseg-{name}", daemon=True)
+        thread = threading.Thread(target=self._run, args=(name, target, args), name=f"eoseg-{name}", daemon=True)
         self._threads.append(thread)
         thread.start()
         return thread
 
-    def _run(self, target: Callable[..., None], args: tuple) -> None:
+    def _run(self, name: str, target: Callable[..., None], args: tuple) -> None:
+        start = time.thread_time()
         try:
             target(*args)
         except Cancelled:
             pass
         except BaseException as exc:  # handed to the caller's thread
             self.fail(exc)
+        finally:
+            self.cpu_seconds[name] = time.thread_time() - start
 
     def fail(self, exc: BaseException) -> None:
         """Record ``exc`` (the first one wins) and cancel every stage."""

@@ -14,7 +14,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -224,6 +224,7 @@ QUEUE_DEPTH = 2  # batches between the forward pass and blending, and finished r
 class TileCounts:
     total: int = 0
     skipped: int = 0
+    cpu_seconds: dict[str, float] = field(default_factory=dict)  # per pipeline stage (the forward: the caller's)
 
 
 @dataclass
@@ -272,6 +273,7 @@ def run_tiles(
         stages.start("blend", _blend, acc, batches, finished)
         stages.start("writer", _write_rows, finished, sinks)
         pending: list[tuple[Tile, np.ndarray, np.ndarray]] = []
+        start = time.thread_time()
         for item in tile_rows:
             for tile in item.tiles:
                 pending.append(tile)
@@ -281,6 +283,8 @@ def run_tiles(
                 progress.update(item.total - len(item.tiles))
         _forward_batch(pending, run_forward, device, batches, progress)
         batches.close()
+        counts.cpu_seconds["forward"] = time.thread_time() - start
+    counts.cpu_seconds |= stages.cpu_seconds
     return counts
 
 
@@ -310,7 +314,10 @@ def _forward_batch(pending: list, forward: Callable, device: torch.device, out: 
 
 
 def _blend(acc: StripAccumulator, batches: Channel, finished: Channel) -> None:
-    """Blending stage: tiles into the strip in grid order; finished rows go on to the writer."""
+    """Blending stage: tiles into the strip in grid order; finished rows go on to the writer. On the CPU it
+    blends on one core (a thread's own OpenMP setting): the model's threads keep theirs."""
+    if acc.device.type == "cpu":
+        torch.set_num_threads(1)
     for tiles, probs, valid in batches:
         for tile, p, v in zip(tiles, probs, valid, strict=True):
             acc.add_in_order(tile, p, v)
