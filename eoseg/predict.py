@@ -13,7 +13,7 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +39,7 @@ from eoseg.radiometry import Scaling, check_reflectance_range, scene_scaling
 from eoseg.scene import Scene, SceneReader, map_bands, open_scene, preflight
 from eoseg.standardize import Standardization
 from eoseg.stitch import RowSink, StripAccumulator
+from eoseg.transfer import DeviceOps, HostBatches, device_ops
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,7 @@ class PredictSettings:
     allow_ungeoreferenced: bool = False
     scale: float | None = None  # reflectance = value × scale + offset (overrides the scaling read from metadata)
     offset: float | None = None
+    compile: bool = False  # torch.compile the model(s): a one-time warm-up per tile shape
 
     def __post_init__(self) -> None:
         for name, value, allowed in (("device", self.device, DEVICES), ("precision", self.precision, PRECISIONS),
@@ -154,11 +156,19 @@ class Forward:
     """
 
     def __init__(self, models: Sequence[torch.nn.Module], device: torch.device, precision: str = "fp32",
-                 tta: str = "none"):
+                 tta: str = "none", *, compile: bool | str = False, tta_one_batch: bool | None = None):
         self.device = device
         self.precision = precision
         self.transforms = _tta_transforms(tta)
         self.models = [_on_device(m, device) for m in models]
+        # TTA views of a batch in one forward pass where the device has room for it (a GPU; on the CPU the
+        # activations of 8 views at once would multiply the memory for no gain in speed)
+        self.tta_one_batch = device.type == "cuda" if tta_one_batch is None else tta_one_batch
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # kernels chosen once per input shape (the tile's, see warm_up)
+        if compile:
+            backend = compile if isinstance(compile, str) else "inductor"
+            self.models = [torch.compile(m, backend=backend, dynamic=False) for m in self.models]
         self.fp32_reruns = 0
         self._warm: dict[tuple[int, ...], float] = {}  # input shapes already run → seconds of their first run
 
@@ -178,11 +188,12 @@ class Forward:
         """(N, C, H, W) float32 standardized → (N, K, H, W) float32 probabilities."""
         return self.probabilities(batch).cpu().numpy()
 
-    def probabilities(self, batch: np.ndarray) -> torch.Tensor:
-        """:meth:`__call__` with the probabilities left on the model's device (the predict loop blends there)."""
-        x = torch.from_numpy(np.ascontiguousarray(batch))
-        if self.device.type == "cuda":
-            x = x.pin_memory().to(self.device, non_blocking=True)
+    def probabilities(self, batch: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """:meth:`__call__` with the probabilities left on the model's device (the predict loop blends there).
+        ``batch`` may already be a tensor on the device (the predict loop copies it there itself)."""
+        x = batch if isinstance(batch, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(batch))
+        if x.device != self.device:
+            x = x.to(self.device)
         x = x.contiguous(memory_format=torch.channels_last)
         dtype = autocast_dtype(self.precision)
         probs = self._probabilities(x, dtype)
@@ -203,14 +214,26 @@ class Forward:
                                                     enabled=dtype is not None):
             finite = torch.ones((), dtype=torch.bool, device=x.device)
             for model in self.models:
-                for fwd, inv in self.transforms:
-                    logits = model(fwd(x)).float()
+                for inv, logits in self._view_logits(model, x):
+                    logits = logits.float()
                     finite = finite & torch.isfinite(logits).all()
                     probs = inv(torch.softmax(logits, dim=1))
                     total = probs if total is None else total + probs
         if not bool(finite):  # one device sync per batch
             return None
         return total / (len(self.models) * len(self.transforms))
+
+    def _view_logits(self, model: torch.nn.Module, x: torch.Tensor) -> Iterator[tuple[Callable, torch.Tensor]]:
+        """(inverse transform, logits) of each TTA view of ``x``; the views in one batch where that is on and
+        they share a shape (a non-square tile's rotations do not)."""
+        views = [fwd(x) for fwd, _ in self.transforms]
+        inverses = [inv for _, inv in self.transforms]
+        if self.tta_one_batch and len(views) > 1 and len({v.shape for v in views}) == 1:
+            logits = model(torch.cat(views).contiguous(memory_format=torch.channels_last))
+            yield from zip(inverses, logits.split(x.shape[0]), strict=True)
+            return
+        for inv, view in zip(inverses, views, strict=True):
+            yield inv, model(view)
 
 
 # ---------------------------------------------------------------------------------------------- core loop
@@ -249,6 +272,7 @@ def run_tiles(
     progress: tqdm | None = None,
     device: torch.device | str | None = None,
     depth: int = QUEUE_DEPTH,
+    ops: DeviceOps | None = None,
 ) -> TileCounts:
     """Predict every tile of ``grid`` and hand finished rows, in order (top to bottom), to each row sink.
 
@@ -259,11 +283,12 @@ def run_tiles(
     (``sink(row_off, classes uint8 (n, W), probabilities (K, n, W) or None)``). The first error of any stage
     stops the others and is raised here. ``probabilities``: ``None``, ``"float32"`` or ``"uint8"`` (what the
     sinks get; ``keep_probabilities`` is ``"float32"``). ``forward`` returns probabilities as an array or a
-    tensor (a :class:`Forward` keeps them on its device).
+    tensor (a :class:`Forward` keeps them on its device). ``ops``: the device's streams and events (default:
+    :func:`eoseg.transfer.device_ops`; tests pass a fake device).
     """
     sinks = [on_rows] if callable(on_rows) else list(on_rows)
-    run_forward = getattr(forward, "probabilities", forward)
     device = torch.device(device if device is not None else getattr(forward, "device", "cpu"))
+    feed = _Feed(forward, HostBatches(ops or device_ops(device), batch_size))
     counts = TileCounts()
     with Stages() as stages:
         tile_rows, batches, finished = stages.channel(1), stages.channel(depth), stages.channel(depth)
@@ -278,10 +303,10 @@ def run_tiles(
             for tile in item.tiles:
                 pending.append(tile)
                 if len(pending) == batch_size:
-                    _forward_batch(pending, run_forward, device, batches, progress)
+                    feed.run(pending, batches, progress)
             if progress is not None and item.total > len(item.tiles):
                 progress.update(item.total - len(item.tiles))
-        _forward_batch(pending, run_forward, device, batches, progress)
+        feed.run(pending, batches, progress)
         batches.close()
         counts.cpu_seconds["forward"] = time.thread_time() - start
     counts.cpu_seconds |= stages.cpu_seconds
@@ -300,17 +325,27 @@ def _read_rows(grid: TileGrid, read_tile: TileReader, out: Channel, counts: Tile
     out.close()
 
 
-def _forward_batch(pending: list, forward: Callable, device: torch.device, out: Channel,
-                   progress: tqdm | None) -> None:
-    """Forward stage: one batch of tiles (from one or more tile rows) → probabilities, handed to blending."""
-    if not pending:
-        return
-    probs = torch.as_tensor(forward(np.stack([x for _, x, _ in pending])))
-    valid = torch.from_numpy(np.stack([v for _, _, v in pending])).to(probs.device, non_blocking=True)
-    out.put(([tile for tile, _, _ in pending], probs, valid))
-    if progress is not None:
-        progress.update(len(pending))
-    pending.clear()
+@dataclass
+class _Feed:
+    """Forward stage: batches of tiles (from one or more tile rows) through reusable host buffers to the model;
+    their probabilities and validity, on the model's device, go on to blending."""
+
+    forward: Callable
+    host: HostBatches
+
+    def run(self, pending: list, out: Channel, progress: tqdm | None) -> None:
+        if not pending:
+            return
+        x, valid = self.host.load([(x, v) for _, x, v in pending])
+        n = len(pending)
+        if hasattr(self.forward, "probabilities"):  # a Forward: the batch stays on its device
+            probs = self.forward.probabilities(x)
+        else:  # any callable on arrays (tests, benchmarks)
+            probs = torch.as_tensor(self.forward(x.cpu().numpy()[:n]), device=valid.device)
+        out.put(([tile for tile, _, _ in pending], probs[:n], valid[:n]))
+        if progress is not None:
+            progress.update(n)
+        pending.clear()
 
 
 def _blend(acc: StripAccumulator, batches: Channel, finished: Channel) -> None:
@@ -412,7 +447,8 @@ class Predictor:
             raise ConfigError(f"--scale / --offset apply to reflectance models; {self.card.name!r} uses "
                               f"{self.standardization.mode!r} standardization", path="--scale",
                               fix="drop --scale / --offset, or use a model trained on reflectance")
-        self.forward = Forward([b.model for b in self.bundles], self.device, self.precision, self.settings.tta)
+        self.forward = Forward([b.model for b in self.bundles], self.device, self.precision, self.settings.tta,
+                               compile=self.settings.compile)
 
     def warm_up(self, tile_shape: tuple[int, int]) -> float:
         """A first forward pass at ``tile_shape`` (once per shape; seconds it took, 0 when already warm):
@@ -422,7 +458,11 @@ class Predictor:
         warm-up at 512 px would cost more than predicting it (start-up time).
         """
         warm_up = getattr(self.forward, "warm_up", None)  # None: a plain callable put in its place (tests)
-        return warm_up(self.settings.batch_size, len(self.card.bands), tile_shape) if warm_up else 0.0
+        seconds = warm_up(self.settings.batch_size, len(self.card.bands), tile_shape) if warm_up else 0.0
+        if seconds:
+            log.info("warm-up at %d×%d px tiles%s: %.1f s", *tile_shape,
+                     " (torch.compile)" if self.settings.compile else "", seconds)
+        return seconds
 
     @property
     def model_hash(self) -> str:
