@@ -157,3 +157,22 @@ def test_the_predict_loop_on_a_fake_device_matches_the_cpu():
     for r0 in want:
         np.testing.assert_array_equal(got[r0][0], want[r0][0])
         np.testing.assert_allclose(got[r0][1], want[r0][1], rtol=0, atol=1e-6)
+
+
+@pytest.mark.gpu
+def test_the_predict_loop_on_cuda_matches_the_cpu(s2_scene, random_bundle, tmp_path):
+    """On a real GPU (skipped without one): pinned buffers, side-stream copies and the device strip give the
+    CPU's class raster (up to near-ties between cuDNN's and oneDNN's kernels)."""
+    import rasterio
+
+    from eoseg.predict import Predictor, PredictSettings
+
+    rasters = {}
+    for device in ("cpu", "cuda"):
+        predictor = Predictor(random_bundle, PredictSettings(device=device, precision="fp32", tile_size=64,
+                                                             overlap=16, batch_size=3, probabilities=True))
+        result = predictor.predict(s2_scene, tmp_path / device, progress=False)
+        with rasterio.open(result.outputs["classes"]) as ds:
+            rasters[device] = ds.read(1)
+    assert isinstance(device_ops(torch.device("cuda")), DeviceOps) and device_ops(torch.device("cuda")).pinned
+    assert (rasters["cpu"] == rasters["cuda"]).mean() > 0.999
