@@ -92,6 +92,7 @@ class SceneResult:
     precision: str
     bands: tuple[dict, ...] = ()  # Scene.band_mapping: {role, band, description} per model band
     scaling: dict | None = None  # the reflectance scaling applied (reflectance standardization)
+    stage_cpu_seconds: dict = field(default_factory=dict)  # CPU seconds of each pipeline stage (run_tiles)
 
     @property
     def megapixels_per_second(self) -> float:
@@ -504,7 +505,8 @@ class Predictor:
         return SceneResult(scene=scene.path, outputs=outputs, height=scene.height, width=scene.width,
                            tiles=counts.total, tiles_skipped=counts.skipped,
                            seconds=time.perf_counter() - start, device=str(self.device), precision=self.precision,
-                           bands=tuple(scene.band_mapping), scaling=scaling.to_dict() if scaling else None)
+                           bands=tuple(scene.band_mapping), scaling=scaling.to_dict() if scaling else None,
+                           stage_cpu_seconds=counts.cpu_seconds)
 
     def scene_grid(self, scene: Scene) -> TileGrid:
         """The tiles this predictor cuts ``scene`` into (the card's size, or the scene's short side if smaller)."""
