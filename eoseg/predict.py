@@ -2,7 +2,12 @@
 
 The :class:`Predictor` holds loaded models on a device and the prediction settings; it is reused across
 scenes (the batch engine keeps one per worker). :func:`run_tiles` is the I/O-free core loop (tiles in,
-finished rows out) that the exactness tests drive directly.
+finished rows out) that the exactness tests drive directly. It runs as a pipeline of stages joined by
+bounded queues (:mod:`eoseg.pipeline`): a reader thread (read, decode, standardize the next block of tiles
+while the model runs), the forward pass in the caller's thread (batches of tiles wherever they lie, through
+reusable host buffers, :mod:`eoseg.transfer`), blending in a strip held on the model's device
+(:class:`eoseg.stitch.StripAccumulator`), and a writer thread that hands finished rows to a list of row sinks
+(class COG, probability COG, polygons; :meth:`Predictor._row_sinks` is where a new consumer is added).
 """
 
 from __future__ import annotations
@@ -242,6 +247,7 @@ class Forward:
 
 TileReader = Callable[[Tile], tuple[np.ndarray, np.ndarray]]  # tile → (standardized (C,H,W), valid (H,W))
 QUEUE_DEPTH = 2  # batches between the forward pass and blending, and finished row blocks before the writer
+READ_BLOCK_TILES = 4  # tiles the reader reads at once (a block of columns of a tile row; see strip_tile_reader)
 
 
 @dataclass
@@ -252,10 +258,10 @@ class TileCounts:
 
 
 @dataclass
-class _TileRow:
-    """One tile row as the reader hands it on: its non-empty tiles, read and standardized."""
+class _TileBlock:
+    """Up to ``READ_BLOCK_TILES`` tiles of one tile row as the reader hands them on: the non-empty ones, read
+    and standardized, and how many there were."""
 
-    row: int
     tiles: list[tuple[Tile, np.ndarray, np.ndarray]]
     total: int
 
@@ -277,7 +283,7 @@ def run_tiles(
 ) -> TileCounts:
     """Predict every tile of ``grid`` and hand finished rows, in order (top to bottom), to each row sink.
 
-    A pipeline (see :mod:`eoseg.pipeline`): a reader thread reads and standardizes the next tile row while
+    A pipeline (see :mod:`eoseg.pipeline`): a reader thread reads and standardizes the next tiles while
     the model runs; the forward pass runs in the caller's thread on batches of ``batch_size`` tiles, wherever
     they lie (batches span tile rows); a blending thread sums them into a :class:`StripAccumulator` on the
     model's device; a writer thread hands each finished block of rows to every sink of ``on_rows`` in turn
@@ -292,15 +298,17 @@ def run_tiles(
     feed = _Feed(forward, HostBatches(ops or device_ops(device), batch_size))
     counts = TileCounts()
     with Stages() as stages:
-        tile_rows, batches, finished = stages.channel(1), stages.channel(depth), stages.channel(depth)
+        # the reader runs a batch ahead: blocks of READ_BLOCK_TILES tiles, enough for one batch
+        tile_blocks = stages.channel(max(1, -(-batch_size // READ_BLOCK_TILES)))
+        batches, finished = stages.channel(depth), stages.channel(depth)
         acc = StripAccumulator(grid, num_classes, lambda *rows: finished.put(rows), device=device,
                                probabilities=probabilities or ("float32" if keep_probabilities else None))
-        stages.start("reader", _read_rows, grid, read_tile, tile_rows, counts)
+        stages.start("reader", _read_blocks, grid, read_tile, tile_blocks, counts)
         stages.start("blend", _blend, acc, batches, finished)
         stages.start("writer", _write_rows, finished, sinks)
         pending: list[tuple[Tile, np.ndarray, np.ndarray]] = []
         start = time.thread_time()
-        for item in tile_rows:
+        for item in tile_blocks:
             for tile in item.tiles:
                 pending.append(tile)
                 if len(pending) == batch_size:
@@ -314,15 +322,18 @@ def run_tiles(
     return counts
 
 
-def _read_rows(grid: TileGrid, read_tile: TileReader, out: Channel, counts: TileCounts) -> None:
-    """Reader stage: each tile row's non-empty tiles; the next row is read only once there is room for it."""
+def _read_blocks(grid: TileGrid, read_tile: TileReader, out: Channel, counts: TileCounts) -> None:
+    """Reader stage: the non-empty tiles of each block of a tile row; a block is read only once there is room
+    for it in the channel (so at most the channel's depth plus the consumer's block are held)."""
     for row in range(grid.shape[0]):
-        out.wait_for_room()
         row_tiles = grid.row_tiles(row)
-        tiles = [(tile, x, valid) for tile in row_tiles for x, valid in [read_tile(tile)] if valid.any()]
-        counts.total += len(row_tiles)
-        counts.skipped += len(row_tiles) - len(tiles)
-        out.put(_TileRow(row, tiles, len(row_tiles)))
+        for b0 in range(0, len(row_tiles), READ_BLOCK_TILES):
+            block = row_tiles[b0:b0 + READ_BLOCK_TILES]
+            out.wait_for_room()
+            tiles = [(tile, x, valid) for tile in block for x, valid in [read_tile(tile)] if valid.any()]
+            counts.total += len(block)
+            counts.skipped += len(block) - len(tiles)
+            out.put(_TileBlock(tiles, len(block)))
     out.close()
 
 
@@ -383,24 +394,33 @@ def standardize_in_place(standardization: Standardization, data: np.ndarray, val
     return data
 
 
-def strip_tile_reader(reader: SceneReader, grid: TileGrid, standardization: Standardization) -> TileReader:
+def strip_tile_reader(reader: SceneReader, grid: TileGrid, standardization: Standardization,
+                      block_tiles: int | None = None) -> TileReader:
     """Reads each tile row once as a strip and cuts tiles from it (overlaps are not read twice).
 
-    Per-pixel standardizations are applied once to the strip; Gym's ``image`` mode depends on the tile's own
-    statistics and is applied per tile.
+    ``block_tiles``: the strip is read ``block_tiles`` tiles at a time (a block of columns; default
+    :data:`READ_BLOCK_TILES`; 0 or None for the whole width), so what is held does not grow with the scene's
+    width; only the overlap between two blocks is read twice. Per-pixel standardizations are applied once to
+    each block; Gym's ``image`` mode depends on the tile's own statistics and is applied per tile.
     """
-    cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    cache: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, int]] = {}
     per_tile = standardization.mode == "image"
+    cols = grid.col_offsets
+    per_block = block_tiles or len(cols)
 
     def read_tile(tile: Tile) -> tuple[np.ndarray, np.ndarray]:
-        if tile.row not in cache:
+        key = (tile.row, tile.col // per_block)
+        if key not in cache:
             cache.clear()
-            window = Window(0, tile.row_off, grid.width, tile.height)
-            data, valid = reader.read(window, pad=(tile.pad_bottom, tile.pad_right))
-            cache[tile.row] = (data if per_tile else standardize_in_place(standardization, data, valid)), valid
-        data, valid = cache[tile.row]
-        cols = slice(tile.col_off, tile.col_off + tile.size[1])
-        x, v = data[:, :, cols], valid[:, cols]
+            first, last = key[1] * per_block, min(len(cols), (key[1] + 1) * per_block) - 1
+            c0, c1 = cols[first], cols[last] + tile.width
+            window = Window(c0, tile.row_off, c1 - c0, tile.height)
+            pad_right = tile.pad_right if last == len(cols) - 1 else 0
+            data, valid = reader.read(window, pad=(tile.pad_bottom, pad_right))
+            cache[key] = (data if per_tile else standardize_in_place(standardization, data, valid)), valid, c0
+        data, valid, c0 = cache[key]
+        span = slice(tile.col_off - c0, tile.col_off - c0 + tile.size[1])
+        x, v = data[:, :, span], valid[:, span]
         return (standardization.apply(x, v) if per_tile else x), v
 
     return read_tile

@@ -239,6 +239,52 @@ def test_the_reader_runs_at_most_one_tile_row_ahead():
     assert max(state["ahead"]) == 1  # the next row is read while the model runs, and no further
 
 
+def test_on_a_wide_scene_the_reader_holds_blocks_not_strips():
+    """A tile row 30 tiles wide is read READ_BLOCK_TILES tiles at a time, one block ahead of the model: what is
+    held (a block read, a block queued, a partial batch) does not grow with the scene's width."""
+    from eoseg.predict import READ_BLOCK_TILES
+
+    rng = np.random.default_rng(4)
+    h, w = 100, 30 * 32
+    data = rng.normal(size=(2, h, w)).astype(np.float32)
+    grid = TileGrid(h, w, 32, 0)
+    read = array_reader(data, np.ones((h, w), bool))
+    net = Forward([small_net(2, 3, 1)], torch.device("cpu"), "fp32")
+    state = {"read": 0, "forwarded": 0, "ahead": []}
+
+    class Progress:
+        def update(self, n):
+            state["forwarded"] += n
+
+    def read_tile(tile):
+        state["read"] += 1
+        state["ahead"].append(state["read"] - state["forwarded"])
+        return read(tile)
+
+    def slow_forward(batch):
+        time.sleep(0.005)
+        return net(batch)
+
+    run_tiles(grid, read_tile, slow_forward, 3, lambda *a: None, batch_size=READ_BLOCK_TILES, progress=Progress())
+    assert READ_BLOCK_TILES < max(state["ahead"]) <= 3 * READ_BLOCK_TILES - 1 < len(grid.col_offsets) // 2
+
+
+@pytest.mark.parametrize("block_tiles", [1, 2, 3, None])
+def test_the_strip_reader_gives_the_same_tiles_whatever_its_block(s2_scene, random_bundle, block_tiles):
+    """Reading a tile row in blocks of columns (the pipeline's reader) or whole cuts the same standardized tiles."""
+    predictor = Predictor(random_bundle, PredictSettings(precision="fp32", tile_size=64, overlap=16))
+    scene = predictor.open(s2_scene)
+    grid = predictor.scene_grid(scene)
+    std = predictor.scene_standardization(scene)
+    with SceneReader(scene) as reader:
+        whole = [strip_tile_reader(reader, grid, std, block_tiles=0)(t) for t in grid]
+        blocks = [strip_tile_reader(reader, grid, std, block_tiles=block_tiles)(t) for t in grid]
+    assert len(grid.col_offsets) > 3
+    for (x0, v0), (x1, v1) in zip(whole, blocks, strict=True):
+        np.testing.assert_array_equal(x0, x1)
+        np.testing.assert_array_equal(v0, v1)
+
+
 # ------------------------------------------------------------------ errors stop every stage, no hang
 
 
