@@ -395,11 +395,11 @@ def standardize_in_place(standardization: Standardization, data: np.ndarray, val
 
 
 def strip_tile_reader(reader: SceneReader, grid: TileGrid, standardization: Standardization,
-                      block_tiles: int | None = None) -> TileReader:
+                      block_tiles: int = READ_BLOCK_TILES) -> TileReader:
     """Reads each tile row once as a strip and cuts tiles from it (overlaps are not read twice).
 
     ``block_tiles``: the strip is read ``block_tiles`` tiles at a time (a block of columns; default
-    :data:`READ_BLOCK_TILES`; 0 or None for the whole width), so what is held does not grow with the scene's
+    :data:`READ_BLOCK_TILES`; 0 for the whole width), so what is held does not grow with the scene's
     width; only the overlap between two blocks is read twice. Per-pixel standardizations are applied once to
     each block; Gym's ``image`` mode depends on the tile's own statistics and is applied per tile.
     """

@@ -269,7 +269,7 @@ def test_on_a_wide_scene_the_reader_holds_blocks_not_strips():
     assert READ_BLOCK_TILES < max(state["ahead"]) <= 3 * READ_BLOCK_TILES - 1 < len(grid.col_offsets) // 2
 
 
-@pytest.mark.parametrize("block_tiles", [1, 2, 3, None])
+@pytest.mark.parametrize("block_tiles", [1, 2, 3, 4])
 def test_the_strip_reader_gives_the_same_tiles_whatever_its_block(s2_scene, random_bundle, block_tiles):
     """Reading a tile row in blocks of columns (the pipeline's reader) or whole cuts the same standardized tiles."""
     predictor = Predictor(random_bundle, PredictSettings(precision="fp32", tile_size=64, overlap=16))
