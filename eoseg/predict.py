@@ -297,7 +297,7 @@ def run_tiles(
     device = torch.device(device if device is not None else getattr(forward, "device", "cpu"))
     feed = _Feed(forward, HostBatches(ops or device_ops(device), batch_size))
     counts = TileCounts()
-    with Stages() as stages:
+    with Stages(background=device.type == "cpu") as stages:  # a CPU model keeps the cores it needs
         # the reader runs a batch ahead: blocks of READ_BLOCK_TILES tiles, enough for one batch
         tile_blocks = stages.channel(max(1, -(-batch_size // READ_BLOCK_TILES)))
         batches, finished = stages.channel(depth), stages.channel(depth)
