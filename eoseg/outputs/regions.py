@@ -42,7 +42,7 @@ from affine import Affine
 from rasterio.features import shapes, sieve
 
 CONNECTIVITY = 4
-BAND_PIXELS = 1 << 23  # ~8 Mpx per band: 8 MiB of classes, ~32 MiB of GDAL's int32 ids (fewer halo rows sieved twice)
+BAND_PIXELS = 1 << 22  # ~4 Mpx per band: 4 MiB of classes, ~16 MiB of GDAL's int32 ids
 MIN_BAND_ROWS = 64
 
 
