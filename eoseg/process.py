@@ -67,9 +67,12 @@ def keep_freed_memory_mapped() -> bool:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:
         return False
-    m_trim_threshold, m_mmap_max = -1, -4
+    m_trim_threshold, m_mmap_max, m_arena_max = -1, -4, -8
     libc.mallopt(m_mmap_max, 0)
     libc.mallopt(m_trim_threshold, 1 << 30)
+    # one arena for every thread: the predict pipeline's stage threads reuse what another stage freed, as the
+    # serial loop did, instead of each thread's arena keeping its own peak
+    libc.mallopt(m_arena_max, 1)
     return True
 
 

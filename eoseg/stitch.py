@@ -11,14 +11,14 @@ Peak memory depends on the scene width and the tile size, not on the scene heigh
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from eoseg.classes import NODATA_CLASS
 from eoseg.grid import Tile, TileGrid
 
-# on_rows(row_off, classes uint8 (n, W), probs float32 (K, n, W) or None)
+# on_rows(row_off, classes uint8 (n, W), probs (K, n, W) float32 or uint8, or None)
 RowSink = Callable[[int, np.ndarray, "np.ndarray | None"], None]
 
 
@@ -62,29 +62,55 @@ def blend_weights(grid: TileGrid, tile: Tile) -> np.ndarray:
                     _axis_weights(grid.col_offsets, tile.col, tile.width))
 
 
-@dataclass
+def first_argmax(probs: torch.Tensor) -> torch.Tensor:
+    """``argmax`` over the class axis of (K, h, w) as ``uint8``, the first class winning ties (as numpy's).
+
+    A pass per class: ``torch.argmax(dim=0)`` reduces over the outer axis with a strided kernel that is ~20×
+    slower on the CPU than these K element-wise passes.
+    """
+    best = probs[0].clone()
+    classes = torch.zeros(best.shape, dtype=torch.uint8, device=probs.device)
+    for k in range(1, probs.shape[0]):
+        better = probs[k] > best
+        best = torch.maximum(best, probs[k])
+        classes.masked_fill_(better, k)
+    return classes
+
+
 class StripAccumulator:
-    """Sums weighted probabilities in a strip ``grid.size`` rows tall and emits finished rows."""
+    """Sums weighted probabilities in a strip ``grid.size`` rows tall and emits finished rows.
 
-    grid: TileGrid
-    num_classes: int
-    on_rows: RowSink
-    keep_probabilities: bool = False
+    The strip lives on ``device`` (torch tensors), so on a GPU the blending runs where the probabilities are
+    and only the finished rows' ``uint8`` classes (and, when asked, probabilities) are copied back; the same
+    code blends on the CPU. ``probabilities``: ``None`` (classes only), ``"float32"`` (normalized, 0 where no
+    data) or ``"uint8"`` (× 255 rounded half to even, as the probability COG stores them).
+    """
 
-    def __post_init__(self) -> None:
+    def __init__(self, grid: TileGrid, num_classes: int, on_rows: RowSink, keep_probabilities: bool = False,
+                 *, device: torch.device | str = "cpu", probabilities: str | None = None):
+        self.grid, self.num_classes, self.on_rows = grid, num_classes, on_rows
+        self.probabilities = probabilities or ("float32" if keep_probabilities else None)
+        if self.probabilities not in (None, "float32", "uint8"):
+            raise ValueError(f"probabilities must be None, 'float32' or 'uint8', not {self.probabilities!r}")
+        self.device = torch.device(device)
         cap = min(self.grid.size, self.grid.height)
         width = self.grid.width
         self._base = 0  # scene row of the strip's first row
-        self._probs = np.zeros((self.num_classes, cap, width), dtype=np.float32)
-        self._weight = np.zeros((cap, width), dtype=np.float32)
-        self._valid = np.zeros((cap, width), dtype=bool)
-        self._weights: dict[tuple[int, int], np.ndarray] = {}
+        self._probs = torch.zeros((self.num_classes, cap, width), dtype=torch.float32, device=self.device)
+        self._weight = torch.zeros((cap, width), dtype=torch.float32, device=self.device)
+        self._valid = torch.zeros((cap, width), dtype=torch.bool, device=self.device)
+        self._weights: dict[tuple[int, int], torch.Tensor] = {}
+        self._row = 0  # the tile row being added (see add_in_order)
+
+    @property
+    def keep_probabilities(self) -> bool:
+        return self.probabilities is not None
 
     @property
     def nbytes(self) -> int:
-        return self._probs.nbytes + self._weight.nbytes + self._valid.nbytes
+        return sum(t.numel() * t.element_size() for t in (self._probs, self._weight, self._valid))
 
-    def add(self, tile: Tile, probs: np.ndarray, valid: np.ndarray) -> None:
+    def add(self, tile: Tile, probs: np.ndarray | torch.Tensor, valid: np.ndarray | torch.Tensor) -> None:
         """Add one tile's probabilities (K, H, W) and validity (H, W) (padding is cropped here)."""
         h, w = tile.height, tile.width
         r0 = tile.row_off - self._base
@@ -92,16 +118,30 @@ class StripAccumulator:
             raise ValueError(f"tile {tile.id} lies outside the open strip; add tiles row by row")
         rows, cols = slice(r0, r0 + h), slice(tile.col_off, tile.col_off + w)
         weight = self._window(tile)
-        self._probs[:, rows, cols] += probs[:, :h, :w] * weight
+        probs = torch.as_tensor(probs, device=self.device)
+        valid = torch.as_tensor(valid, device=self.device)
+        self._probs[:, rows, cols] += probs[:, :h, :w] * weight  # product, then sum: no fused multiply-add
         self._weight[rows, cols] += weight
         self._valid[rows, cols] |= valid[:h, :w]
 
-    def _window(self, tile: Tile) -> np.ndarray:
+    def add_in_order(self, tile: Tile, probs: np.ndarray | torch.Tensor, valid: np.ndarray | torch.Tensor) -> None:
+        """:meth:`add` for tiles arriving in grid order, tile rows skipped or not: the rows above a new tile
+        row are emitted first, one tile row at a time."""
+        self.advance_to(tile.row)
+        self.add(tile, probs, valid)
+
+    def advance_to(self, row: int) -> None:
+        """Emit every scene row above tile row ``row`` (the tile rows before it are complete)."""
+        while self._row < row:
+            self._row += 1
+            self.flush_until(self.grid.row_offsets[self._row])
+
+    def _window(self, tile: Tile) -> torch.Tensor:
         key = (tile.row, tile.col)
         if key not in self._weights:
             if len(self._weights) > 4 * len(self.grid.col_offsets):
                 self._weights.clear()
-            self._weights[key] = blend_weights(self.grid, tile)
+            self._weights[key] = torch.from_numpy(blend_weights(self.grid, tile)).to(self.device)
         return self._weights[key]
 
     def flush_until(self, scene_row: int) -> None:
@@ -112,20 +152,26 @@ class StripAccumulator:
         weight = self._weight[:n]
         covered = (weight > 0) & self._valid[:n]
         probs = self._probs[:, :n]  # normalized in place: these rows leave the strip right after
-        np.divide(probs, np.maximum(weight, 1e-12), out=probs)
-        classes = np.argmax(probs, axis=0).astype(np.uint8)
+        probs.div_(weight.clamp_min(1e-12))
+        classes = first_argmax(probs)
         classes[~covered] = NODATA_CLASS
-        if self.keep_probabilities:
+        out = None
+        if self.probabilities is not None:
             probs[:, ~covered] = 0.0
-        self.on_rows(self._base, classes, probs if self.keep_probabilities else None)
+            out = probs if self.probabilities == "float32" else probs.mul(255).round_().clamp_(0, 255).to(torch.uint8)
+            if out.device.type == "cpu" and out.dtype == torch.float32:
+                out = out.clone()  # a view of the strip, which moves on
+        self.on_rows(self._base, classes.cpu().numpy(), None if out is None else out.cpu().numpy())
         self._shift(n)
 
     def _shift(self, n: int) -> None:
-        for buf in (self._probs[:], self._weight, self._valid):
-            tail = buf[..., n:, :].copy()
-            buf[..., : tail.shape[-2], :] = tail
-            buf[..., tail.shape[-2]:, :] = 0
+        for buf in (self._probs, self._weight, self._valid):
+            rows = buf.shape[-2]
+            tail = buf[..., n:, :].clone()
+            buf[..., : rows - n, :] = tail
+            buf[..., rows - n:, :] = 0
         self._base += n
 
     def finish(self) -> None:
+        self.advance_to(len(self.grid.row_offsets) - 1)
         self.flush_until(self.grid.height)

@@ -458,3 +458,33 @@ def test_standardize_in_place_equals_the_whole_strip_transform(s2_scene, monkeyp
     monkeypatch.setattr(eoseg.predict, "STANDARDIZE_COLUMNS", 100)  # blocks that do not divide the width
     out = standardize_in_place(std, x.copy(), valid)
     np.testing.assert_array_equal(out, expected)
+
+
+@pytest.mark.parametrize("tta", ["flip", "d4"])
+def test_tta_views_in_one_batch_equal_view_by_view(tta):
+    """On a GPU the TTA views run as one batch; the result is the view-by-view one (checked here on the CPU)."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(4, 5, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(5, 3, 1))
+    x = np.random.default_rng(1).normal(size=(2, 4, 32, 32)).astype(np.float32)
+    cpu = torch.device("cpu")
+    calls = []
+    model.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    one = Forward([model], cpu, tta=tta, tta_one_batch=True)(x)
+    assert calls == [len(one) * (3 if tta == "flip" else 8)]  # a single forward pass over every view
+    np.testing.assert_allclose(one, Forward([model], cpu, tta=tta, tta_one_batch=False)(x), rtol=0, atol=1e-6)
+    wide = np.random.default_rng(2).normal(size=(1, 4, 32, 64)).astype(np.float32)  # rotations change its shape
+    np.testing.assert_allclose(Forward([model], cpu, tta=tta, tta_one_batch=True)(wide),
+                               Forward([model], cpu, tta=tta, tta_one_batch=False)(wide), rtol=0, atol=1e-6)
+
+
+def test_compiled_forward_matches_and_warms_up_once_per_shape(s2_scene, random_bundle):
+    """--compile wraps the models in torch.compile (the 'eager' backend here: no C++ toolchain in a unit test);
+    the warm-up runs once per tile shape and predictions are unchanged."""
+    bundle = load_bundle(random_bundle)
+    x = np.random.default_rng(0).normal(size=(2, 4, 64, 64)).astype(np.float32)
+    cpu = torch.device("cpu")
+    compiled = Forward([bundle.model], cpu, "fp32", compile="eager")
+    assert all(hasattr(m, "_orig_mod") for m in compiled.models)
+    assert compiled.warm_up(2, 4, (64, 64)) > 0 and compiled.warm_up(2, 4, (64, 64)) == 0
+    np.testing.assert_allclose(compiled(x), Forward([bundle.model], cpu, "fp32")(x), rtol=0, atol=1e-5)
+    assert PredictSettings(compile=True).to_dict()["compile"] is True

@@ -165,3 +165,12 @@ def test_stitch_is_the_weighted_mean_of_tile_predictions(h, w, size, overlap, ba
     untiled = _softmax(np.einsum("kc,chw->khw", conv_w, data) + conv_b[:, None, None]
                        + np.pad(bias, ((0, 0), (0, max(0, h - size)), (0, max(0, w - size))))[:, :h, :w])
     assert np.abs(expected - untiled).max() > 0.05  # the model really is position-dependent
+
+
+def test_first_argmax_is_numpys_argmax_ties_included():
+    from eoseg.stitch import first_argmax
+
+    rng = np.random.default_rng(0)
+    probs = rng.integers(0, 3, size=(5, 40, 50)).astype(np.float32) / 2  # many ties
+    np.testing.assert_array_equal(first_argmax(torch.from_numpy(probs)).numpy(), probs.argmax(0))
+    assert first_argmax(torch.from_numpy(probs)).dtype == torch.uint8

@@ -38,8 +38,9 @@ def input_identity(path: Path, checksum: bool = False) -> dict:
 
 
 def settings_key(settings: PredictSettings) -> dict:
-    """The prediction settings that a completion record must match (``overwrite`` changes no output)."""
-    return {k: v for k, v in settings.to_dict().items() if k != "overwrite"}
+    """The prediction settings that a completion record must match (``overwrite`` changes no output, and
+    ``compile`` only how fast the same model runs)."""
+    return {k: v for k, v in settings.to_dict().items() if k not in ("overwrite", "compile")}
 
 
 def _describe_outputs(outputs: dict[str, Path], base: Path) -> dict[str, dict]:

@@ -80,6 +80,9 @@ predict_settings_opts = _compose(
     click.option("--tta", type=click.Choice(["none", "flip", "d4"]), default="none", show_default=True,
                  help="Test-time augmentation: average over flips (flip) or the 8 dihedral transforms (d4)."),
     click.option("--probabilities", is_flag=True, help="Also write per-class probabilities (<stem>_probs.tif)."),
+    click.option("--compile", is_flag=True,
+                 help="Compile the model with torch.compile (a one-time warm-up, tens of seconds; then faster on "
+                      "a GPU)."),
     bands_opt,
     click.option("--min-area", type=float, default=0.0, show_default=True,
                  help="Remove polygons smaller than this many m² (sieve)."),

@@ -12,9 +12,11 @@ scene:
   edge share that edge exactly, whatever the geotransform (rotated grids
   and geographic CRSs alike); callers map them to the CRS with :func:`to_crs`.
 - A region touching a band's lower edge is held; once the next band is polygonized, only the held pieces
-  and the new pieces touching that edge are looked at: pieces of one class that share the edge are united,
-  and whatever no longer touches an open edge is handed out. The merged regions are the regions of a
-  whole-raster ``rasterio.features.shapes`` (same pixels, same areas; the tests check it).
+  and the new pieces touching that edge are looked at: pieces of one class that share the edge are matched
+  column by column along it (:func:`seam_pairs`, no geometry tests), a region keeps the list of its pieces,
+  and once it no longer touches an open edge its pieces are united, once, and handed out. The merged
+  regions are the regions of a whole-raster ``rasterio.features.shapes`` (same pixels, same areas; the
+  tests check it).
 - With ``min_pixels`` > 1 each band is sieved (``rasterio.features.sieve``, the valid pixels as mask) on a
   window reaching ``halo = min_pixels`` rows beyond it on both sides, and only the band's own rows are kept.
   A region smaller than ``min_pixels`` spans fewer than ``min_pixels`` rows, and a region that leaves the
@@ -114,32 +116,6 @@ def to_crs(geoms: np.ndarray, transform: Affine) -> np.ndarray:
     return shapely.transform(geoms, _apply)
 
 
-def merge_edge_pieces(geoms: np.ndarray, values: np.ndarray) -> Regions:
-    """Unite the pieces of one class that touch (share an edge or a corner); others pass unchanged.
-
-    Pieces meeting only at a corner come out apart again (4-connectivity): the union of such a group is a
-    MultiPolygon and its parts are handed back separately.
-    """
-    if len(geoms) < 2:
-        return geoms, values
-    left, right = shapely.STRtree(geoms).query(geoms, predicate="intersects")
-    pairs = (left < right) & (values[left] == values[right])
-    groups = _components(len(geoms), left[pairs], right[pairs])
-    out_g, out_v = [], []
-    for members in groups:
-        if len(members) == 1:
-            out_g.append(geoms[members[0]])
-            out_v.append(values[members[0]])
-            continue
-        parts = shapely.get_parts(shapely.union_all(geoms[members]))
-        parts = parts[shapely.get_type_id(parts) == 3]  # polygons (no stray lines or points)
-        out_g.extend(parts)
-        out_v.extend([values[members[0]]] * len(parts))
-    result = np.empty(len(out_g), dtype=object)
-    result[:] = out_g
-    return result, np.asarray(out_v, dtype=np.int64)
-
-
 def _components(n: int, left: np.ndarray, right: np.ndarray) -> list[np.ndarray]:
     """Connected components of ``n`` nodes joined by the edges ``left[i]–right[i]`` (union–find)."""
     parent = np.arange(n)
@@ -158,6 +134,39 @@ def _components(n: int, left: np.ndarray, right: np.ndarray) -> list[np.ndarray]
     order = np.argsort(roots, kind="stable")
     splits = np.flatnonzero(np.diff(roots[order])) + 1
     return np.split(order, splits)
+
+
+def seam_intervals(geoms: np.ndarray, row: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The pixel columns each pixel-coordinate polygon covers along the horizontal line ``y = row``:
+    ``(piece index, first column, end column)`` of each of its exterior ring's segments lying on that line.
+
+    For a piece lying on one side of the line (all its pixels above it, or all below), these are exactly the
+    edges of its pixels next to the line: two pieces on either side are 4-connected across it where their
+    intervals overlap (a shared corner is no overlap)."""
+    coords, ring = shapely.get_coordinates(shapely.get_exterior_ring(geoms), return_index=True)
+    on = coords[:, 1] == row
+    seg = on[:-1] & on[1:] & (ring[:-1] == ring[1:])
+    x0, x1 = coords[:-1, 0][seg], coords[1:, 0][seg]
+    return ring[:-1][seg], np.minimum(x0, x1).astype(np.int64), np.maximum(x0, x1).astype(np.int64)
+
+
+def seam_pairs(above: np.ndarray, below: np.ndarray, row: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs (index in ``above``, index in ``below``) of pieces that share an edge along ``y = row`` (pieces of
+    one class: the caller passes pieces of one class, or checks the classes of the pairs).
+
+    Each side's intervals are painted onto the ``width`` columns of the line (pieces on one side never overlap)
+    and the columns where both sides have a piece give the pairs: linear in the width, no geometry tests."""
+    owners = []
+    for geoms in (above, below):
+        owner = np.full(width, -1, dtype=np.int64)
+        piece, x0, x1 = seam_intervals(geoms, row)
+        lengths = x1 - x0
+        cols = np.repeat(x0, lengths) + (np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths))
+        owner[cols] = np.repeat(piece, lengths)
+        owners.append(owner)
+    both = (owners[0] >= 0) & (owners[1] >= 0)
+    pairs = np.unique(np.stack([owners[0][both], owners[1][both]], axis=1), axis=0)
+    return pairs[:, 0], pairs[:, 1]
 
 
 class StripRegions:
@@ -184,6 +193,9 @@ class StripRegions:
         self._received = 0
         self._next_row = 0  # first row of the next band to polygonize
         self._open: Regions = _empty()  # pieces touching the lower edge of the last band
+        self._open_group = np.empty(0, dtype=np.int64)  # the region (group) each open piece belongs to
+        self._groups: dict[int, list[Regions]] = {}  # open regions: every piece of each, united once complete
+        self._next_group = 0
         self._pending: np.ndarray | None = None  # a sieved band waiting for the next one (see _sieved_band)
 
     def push(self, rows: np.ndarray) -> list[Regions]:
@@ -206,9 +218,8 @@ class StripRegions:
         done: list[Regions] = []
         while self._next_row < self.height:
             done.extend(self._band())
-        if len(self._open[0]):
-            done.append(self._open)
-            self._open = _empty()
+        done.extend(self._close(list(self._groups)))
+        self._open, self._open_group = _empty(), np.empty(0, dtype=np.int64)
         return done
 
     def _needed(self, r0: int) -> int:
@@ -260,13 +271,67 @@ class StripRegions:
         lower[:self.halo] = sieved[n:n + self.halo]
 
     def _polygonize(self, band: np.ndarray, r0: int, r1: int) -> list[Regions]:
-        """Polygonize the band's final rows; hand out what is complete, hold what touches its lower edge."""
+        """Polygonize the band's final rows; hand out what is complete, hold what touches its lower edge.
+
+        Pieces cut at an edge are not united band after band (a region crossing many bands would be united
+        again at each, with an ever larger polygon): each open region keeps the list of its pieces, the
+        pieces on the edge are matched along it by :func:`seam_pairs` (columns, not geometry tests), and a
+        region's pieces are united once, when it no longer reaches the open edge."""
         done, top, bottom = self._split(band, r0, r1)
-        merged = merge_edge_pieces(*_concat([self._open, top]))
-        still_open = _touches(merged[0], r1, self.height)
-        done.append((merged[0][~still_open], merged[1][~still_open]))
-        self._open = _concat([(merged[0][still_open], merged[1][still_open]), bottom])
+        top_group = np.arange(self._next_group, self._next_group + len(top[0]), dtype=np.int64)
+        self._next_group += len(top[0])
+        for g, (geoms, values) in zip(top_group.tolist(), zip(*top, strict=True), strict=True):
+            self._groups[g] = [(np.array([geoms], dtype=object), np.array([values], dtype=np.int64))]
+        touched = set(self._open_group.tolist()) | set(top_group.tolist())
+        rename = self._join_across(top, top_group, r0)
+        top_group = np.array([rename.get(g, g) for g in top_group.tolist()], dtype=np.int64)
+        still_open = _touches(top[0], r1, self.height)
+        bottom_group = np.arange(self._next_group, self._next_group + len(bottom[0]), dtype=np.int64)
+        self._next_group += len(bottom[0])
+        for g, (geoms, values) in zip(bottom_group.tolist(), zip(*bottom, strict=True), strict=True):
+            self._groups[g] = [(np.array([geoms], dtype=object), np.array([values], dtype=np.int64))]
+        self._open = _concat([(top[0][still_open], top[1][still_open]), bottom])
+        self._open_group = np.concatenate([top_group[still_open], bottom_group])
+        open_now = set(self._open_group.tolist())
+        complete = sorted({rename.get(g, g) for g in touched} - open_now)
+        done.extend(self._close(complete))
         return [d for d in done if len(d[0])]
+
+    def _join_across(self, top: Regions, top_group: np.ndarray, row: int) -> dict[int, int]:
+        """Unite the groups of the held pieces and of the new band's top pieces that share an edge along
+        ``row``; returns each merged group's new name (its members move to it)."""
+        if not len(self._open[0]) or not len(top[0]):
+            return {}
+        above, below = seam_pairs(self._open[0], top[0], row, self.width)
+        same = self._open[1][above] == top[1][below]
+        left = self._open_group[above[same]]
+        right = top_group[below[same]]
+        names = np.unique(np.concatenate([left, right, self._open_group, top_group]))
+        index = {g: i for i, g in enumerate(names.tolist())}
+        members = _components(len(names), np.array([index[g] for g in left.tolist()], dtype=np.int64),
+                              np.array([index[g] for g in right.tolist()], dtype=np.int64))
+        rename: dict[int, int] = {}
+        for component in members:
+            if len(component) < 2:
+                continue
+            target = int(names[component[0]])
+            for i in component[1:].tolist():
+                g = int(names[i])
+                rename[g] = target
+                self._groups[target].extend(self._groups.pop(g))
+        self._open_group = np.array([rename.get(g, g) for g in self._open_group.tolist()], dtype=np.int64)
+        return rename
+
+    def _close(self, groups: list[int]) -> list[Regions]:
+        """Hand out the regions of ``groups`` (complete): pieces of one region united once."""
+        singles = [self._groups.pop(g)[0] for g in groups if len(self._groups[g]) == 1]
+        out = [_concat(singles)] if singles else []
+        for g in [g for g in groups if g in self._groups]:
+            geoms, values = _concat(self._groups.pop(g))
+            parts = unite_pieces(geoms)
+            out.append((parts, np.full(len(parts), values[0], dtype=np.int64)))
+        return [o for o in out if len(o[0])]
+
 
     def _split(self, band: np.ndarray, r0: int, r1: int) -> tuple[list[Regions], Regions, Regions]:
         """The band's polygons: complete ones, ones on its upper edge (to merge), ones only on its lower edge."""
@@ -281,6 +346,28 @@ class StripRegions:
             top.append((geoms[upper], values[upper]))
             bottom.append((geoms[~upper & lower], values[~upper & lower]))
         return done, _concat(top), _concat(bottom)
+
+
+def _holes(geoms: np.ndarray) -> np.ndarray:
+    rings, index = shapely.get_rings(geoms, return_index=True)
+    exterior = np.r_[True, index[1:] != index[:-1]] if len(index) else np.zeros(0, bool)
+    return rings[~exterior]
+
+
+def unite_pieces(geoms: np.ndarray) -> np.ndarray:
+    """The polygon(s) of one region from its pieces cut at band edges (pixel coordinates).
+
+    A piece's holes lie strictly inside its band (a hole cannot reach the band's edge), so they never meet
+    another piece: only the outlines are united (a union of simple rings, where the union of the whole
+    pieces would overlay every hole of a large region again), and the pieces' holes are put back into the
+    united outline, next to the holes the union itself closes.
+    """
+    outline = shapely.union_all(shapely.polygons(shapely.get_exterior_ring(geoms)))
+    if shapely.get_type_id(outline) == 3:
+        holes = np.concatenate([_holes(np.array([outline], dtype=object)), _holes(geoms)])
+        return np.array([shapely.polygons(shapely.get_exterior_ring(outline), holes=holes)], dtype=object)
+    parts = shapely.get_parts(shapely.union_all(geoms))  # not one outline: unite the pieces as they are
+    return parts[shapely.get_type_id(parts) == 3]  # polygons (no stray lines or points)
 
 
 def _touches(geoms: np.ndarray, row: int, height: int, bounds: np.ndarray | None = None) -> np.ndarray:

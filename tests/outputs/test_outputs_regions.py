@@ -96,3 +96,20 @@ def test_sieve_on_strips_judges_region_size_like_the_whole_raster(scene, max_hal
         assert islands.sum() == (np.rint(shapely.area(whole_g)) < min_pixels).sum()
         assert (streamed[valid] != NODATA).all() and (streamed[~valid] == NODATA).all()
         assert (streamed != whole).mean() < 0.01  # a few small regions may join another neighbour
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_noisy_maps_cut_into_many_bands_give_the_whole_raster_regions(seed):
+    """A noisy map (regions with many holes, corner-only contacts across band edges) cut every 7 rows: the
+    pieces matched along the edges and united once are the regions of one whole-raster polygonization."""
+    rng = np.random.default_rng(seed)
+    classes = rng.integers(0, 3, size=(120, 90)).astype(np.uint8)
+    classes[rng.random(classes.shape) < 0.5] = 0  # one large class 0 region full of holes
+    classes[:, :3] = NODATA
+    ref_g, ref_v = whole_raster_regions(classes, rasterio.Affine.identity())
+    geoms, values, _ = feed(StripRegions(*classes.shape, NODATA, band_rows=7), classes, block=11)
+    assert len(geoms) == len(ref_g) and shapely.is_valid(geoms).all()
+    for value in np.unique(ref_v):
+        np.testing.assert_allclose(sorted(shapely.area(geoms[values == value])),
+                                   sorted(shapely.area(ref_g[ref_v == value])))
+    np.testing.assert_array_equal(_raster(geoms, values, classes.shape), classes)
