@@ -72,7 +72,7 @@ def first_argmax(probs: torch.Tensor) -> torch.Tensor:
     classes = torch.zeros(best.shape, dtype=torch.uint8, device=probs.device)
     for k in range(1, probs.shape[0]):
         better = probs[k] > best
-        best = torch.maximum(best, probs[k])
+        torch.maximum(best, probs[k], out=best)
         classes.masked_fill_(better, k)
     return classes
 
@@ -99,7 +99,8 @@ class StripAccumulator:
         self._probs = torch.zeros((self.num_classes, cap, width), dtype=torch.float32, device=self.device)
         self._weight = torch.zeros((cap, width), dtype=torch.float32, device=self.device)
         self._valid = torch.zeros((cap, width), dtype=torch.bool, device=self.device)
-        self._weights: dict[tuple[int, int], torch.Tensor] = {}
+        self._weights: dict[tuple[bytes, bytes], torch.Tensor] = {}
+        self._axes: dict[tuple[str, int, int], np.ndarray] = {}  # 1-D weights per tile row / column (small)
         self._row = 0  # the tile row being added (see add_in_order)
 
     @property
@@ -137,12 +138,20 @@ class StripAccumulator:
             self.flush_until(self.grid.row_offsets[self._row])
 
     def _window(self, tile: Tile) -> torch.Tensor:
-        key = (tile.row, tile.col)
+        """The tile's blending window, shared by every tile with the same 1-D weights (interior tiles all have
+        the same window; edge and pulled-back tiles a few more), so the cache does not grow with the scene."""
+        rows = self._axis("row", self.grid.row_offsets, tile.row, tile.height)
+        cols = self._axis("col", self.grid.col_offsets, tile.col, tile.width)
+        key = (rows.tobytes(), cols.tobytes())
         if key not in self._weights:
-            if len(self._weights) > 4 * len(self.grid.col_offsets):
-                self._weights.clear()
-            self._weights[key] = torch.from_numpy(blend_weights(self.grid, tile)).to(self.device)
+            self._weights[key] = torch.from_numpy(np.outer(rows, cols)).to(self.device)
         return self._weights[key]
+
+    def _axis(self, axis: str, offsets: list[int], index: int, length: int) -> np.ndarray:
+        key = (axis, index, length)
+        if key not in self._axes:
+            self._axes[key] = _axis_weights(offsets, index, length)
+        return self._axes[key]
 
     def flush_until(self, scene_row: int) -> None:
         """Emit every row above ``scene_row`` (they receive no more tiles) and move the strip down."""
@@ -165,11 +174,14 @@ class StripAccumulator:
         self._shift(n)
 
     def _shift(self, n: int) -> None:
+        """Move the strip up by ``n`` rows in place: chunks of at most ``n`` rows, top first, so no chunk's
+        source overlaps its destination and no strip-sized temporary is made."""
         for buf in (self._probs, self._weight, self._valid):
             rows = buf.shape[-2]
-            tail = buf[..., n:, :].clone()
-            buf[..., : rows - n, :] = tail
-            buf[..., rows - n:, :] = 0
+            for r0 in range(0, rows - n, n):
+                r1 = min(r0 + n, rows - n)
+                buf[..., r0:r1, :] = buf[..., r0 + n:r1 + n, :]
+            buf[..., max(rows - n, 0):, :] = 0
         self._base += n
 
     def finish(self) -> None:

@@ -174,3 +174,17 @@ def test_first_argmax_is_numpys_argmax_ties_included():
     probs = rng.integers(0, 3, size=(5, 40, 50)).astype(np.float32) / 2  # many ties
     np.testing.assert_array_equal(first_argmax(torch.from_numpy(probs)).numpy(), probs.argmax(0))
     assert first_argmax(torch.from_numpy(probs)).dtype == torch.uint8
+
+
+def test_blending_windows_are_shared_so_their_cache_does_not_grow_with_the_scene():
+    """Tiles with the same 1-D weights share one window: a scene 40 tiles wide holds no more windows than one
+    4 tiles wide (interior, edges, corners and the pulled-back last tiles), each equal to blend_weights."""
+    counts = []
+    for width in (4 * 96 + 50, 40 * 96 + 50):
+        grid = TileGrid(3 * 96 + 50, width, 128, 32)
+        acc = StripAccumulator(grid, 2, lambda *_: None)
+        for tile in grid:
+            window = acc._window(tile)
+            assert np.array_equal(window.numpy(), blend_weights(grid, tile))
+        counts.append(len(acc._weights))
+    assert counts[0] == counts[1] <= 25  # 5 kinds of rows × 5 kinds of columns at most
