@@ -25,14 +25,13 @@ from pathlib import Path
 import geopandas as gpd
 import numpy as np
 import pandas as pd
-import pyogrio
 
 from eoseg.errors import ConfigError
 from eoseg.outputs.atomic import atomic_write
 from eoseg.outputs.qgis import graduated_line_qml
 from eoseg.outputs.shoreline import read_lines
 from eoseg.outputs.stac import date_in_text
-from eoseg.outputs.vectors import STYLES_TABLE, _style_row
+from eoseg.outputs.vectors import _write_layer, _write_style
 from eoseg.transects import chainages
 
 WIDE_NAME = "shoreline_timeseries.csv"
@@ -195,11 +194,9 @@ def trends(long: pd.DataFrame, transects: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
 def _write_trends(frame: gpd.GeoDataFrame, path: Path) -> None:
     with atomic_write(path) as tmp:
         layer = "shoreline_trends"
-        pyogrio.write_dataframe(frame, tmp, layer=layer, driver="GPKG", geometry_type="LineString")
-        row = _style_row(layer, pyogrio.read_info(tmp, layer=layer)["geometry_name"] or "geom",
-                         graduated_line_qml("trend_m_per_yr", TREND_BREAKS))
-        row["description"] = ["eoseg shoreline trends (m/yr, positive = seaward)"]
-        pyogrio.write_dataframe(row, tmp, layer=STYLES_TABLE, driver="GPKG", layer_options={"FID": "id"})
+        _write_layer(frame, tmp, layer, geometry_type="LineString")
+        _write_style(tmp, layer, graduated_line_qml("trend_m_per_yr", TREND_BREAKS),
+                     description="eoseg shoreline trends (m/yr, positive = seaward)")
 
 
 def _plot(sub: pd.DataFrame, tid: str, trend: dict, path: Path) -> None:

@@ -27,8 +27,6 @@ Memory follows a strip of rows plus a halo of ``sand_radius`` rows, not the scen
 
 from __future__ import annotations
 
-import contextlib
-import datetime as dt
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,9 +45,8 @@ from eoseg.classes import ClassScheme
 from eoseg.errors import ConfigError
 from eoseg.outputs.areas import measure, pixel_area
 from eoseg.outputs.areas import proj_crs as _proj_crs
-from eoseg.outputs.atomic import atomic_write
 from eoseg.outputs.qgis import line_qml
-from eoseg.outputs.vectors import STYLES_TABLE, _geopackage_errors, _style_row
+from eoseg.outputs.vectors import STYLES_TABLE, StreamedGeoPackage, _geopackage_errors, _write_layer, _write_style
 
 METHODS = ("prob", "index")
 WATER_CLASSES = ("water", "whitewater")
@@ -338,7 +335,7 @@ class ShorelineInfo:
     method: str = "prob"
 
 
-class ShorelineWriter:
+class ShorelineWriter(StreamedGeoPackage):
     """Shoreline lines streamed into ``<stem>_shoreline.gpkg`` as finished rows arrive, top to bottom.
 
     >>> with ShorelineWriter(path, (h, w), transform, crs, scheme, info, level=0.5) as out:
@@ -362,14 +359,6 @@ class ShorelineWriter:
         self.count = 0
         self.length_m = 0.0
         self._waiting: list[np.ndarray] = []
-        self._stack: contextlib.ExitStack | None = None
-        self._tmp: Path | None = None
-
-    def __enter__(self) -> ShorelineWriter:
-        self._stack = contextlib.ExitStack()
-        with _geopackage_errors(self.path):
-            self._tmp = self._stack.enter_context(atomic_write(self.path))
-        return self
 
     def write_rows(self, classes: np.ndarray, field: np.ndarray) -> None:
         self._add(self.tracer.push(classes, field))
@@ -396,42 +385,16 @@ class ShorelineWriter:
              "length_m": np.round(lengths[keep], 3)},
             geometry=list(geoms[keep]), crs=_proj_crs(self.crs))
         with _geopackage_errors(self.path):
-            _write_lines(frame, self._tmp, self.layer, append=self.count > 0)
+            _write_layer(frame, self._tmp, self.layer, append=self.count > 0, geometry_type="LineString")
         self.count += n
         self.length_m += float(lengths[keep].sum())
 
-    def __exit__(self, exc_type, exc, tb) -> bool:
-        if exc_type is not None:
-            return bool(self._stack.__exit__(exc_type, exc, tb))
-        try:
-            with _geopackage_errors(self.path):
-                self._add(self.tracer.finish())
-                self._flush()
-                if self.count == 0:
-                    _write_lines(empty_frame(self.crs), self._tmp, self.layer)
-                _write_style(self._tmp, self.layer)
-                self._stack.close()
-        except BaseException as err:
-            self._stack.__exit__(type(err), err, err.__traceback__)
-            raise
-        return False
-
-
-def _write_lines(frame: gpd.GeoDataFrame, path: Path, layer: str, append: bool = False) -> None:
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*'crs' was not provided.*")
-        pyogrio.write_dataframe(frame, path, layer=layer, driver="GPKG", geometry_type="LineString",
-                                promote_to_multi=False, append=append)
-
-
-def _write_style(path: Path, layer: str) -> None:
-    geometry_column = pyogrio.read_info(path, layer=layer)["geometry_name"] or "geom"
-    row = _style_row(layer, geometry_column, line_qml())
-    row["description"] = ["eoseg shoreline: water on the right of each line"]
-    row["update_time"] = [pd.Timestamp(dt.datetime.now(dt.UTC))]
-    pyogrio.write_dataframe(row, path, layer=STYLES_TABLE, driver="GPKG", layer_options={"FID": "id"})
+    def _finish(self) -> None:
+        self._add(self.tracer.finish())
+        self._flush()
+        if self.count == 0:
+            _write_layer(empty_frame(self.crs), self._tmp, self.layer, geometry_type="LineString")
+        _write_style(self._tmp, self.layer, line_qml(), description="eoseg shoreline: water on the right of each line")
 
 
 def trace_shoreline(classes: np.ndarray, field: np.ndarray, transform: Affine, crs: CRS | None,

@@ -118,7 +118,38 @@ def _frame(geoms: np.ndarray, values: np.ndarray, transform: Affine, crs: CRS | 
     return gpd.GeoDataFrame(frame, geometry=list(geoms), crs=_proj_crs(crs))
 
 
-class PolygonWriter:
+class StreamedGeoPackage:
+    """A GeoPackage filled while rows stream in: written under a temporary name (``self._tmp``) and renamed to
+    ``self.path`` when the ``with`` block ends without error and :meth:`_finish` has written what is left; on
+    any error nothing is left and a write failure is one :class:`OutputError`."""
+
+    path: Path
+    _stack: contextlib.ExitStack | None = None
+    _tmp: Path | None = None
+
+    def _finish(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        self._stack = contextlib.ExitStack()
+        with _geopackage_errors(self.path):
+            self._tmp = self._stack.enter_context(atomic_write(self.path))
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc_type is not None:  # the caller's error (or one write_rows raised): remove the temporary, keep it
+            return bool(self._stack.__exit__(exc_type, exc, tb))
+        try:
+            with _geopackage_errors(self.path):
+                self._finish()
+                self._stack.close()  # renames the GeoPackage into place
+        except BaseException as err:
+            self._stack.__exit__(type(err), err, err.__traceback__)  # a no-op once closed
+            raise
+        return False
+
+
+class PolygonWriter(StreamedGeoPackage):
     """Class polygons streamed into a GeoPackage layer as the class raster's rows arrive, top to bottom.
 
     >>> with PolygonWriter(path, (h, w), transform, crs, scheme, min_area_m2=900, simplify=10) as out:
@@ -145,31 +176,11 @@ class PolygonWriter:
                                     chunk=chunk)
         self.count = 0  # polygons written
         self._waiting: list[tuple[np.ndarray, np.ndarray]] = []  # completed regions not yet written
-        self._stack: contextlib.ExitStack | None = None
-        self._tmp: Path | None = None
-
-    def __enter__(self) -> PolygonWriter:
-        self._stack = contextlib.ExitStack()
-        with _geopackage_errors(self.path):
-            self._tmp = self._stack.enter_context(atomic_write(self.path))
-        return self
 
     def write_rows(self, rows: np.ndarray) -> None:
         """The next rows of the class raster (h, width) uint8."""
         with _geopackage_errors(self.path):
             self._write(self.regions.push(rows))
-
-    def __exit__(self, exc_type, exc, tb) -> bool:
-        if exc_type is not None:  # the caller's error (or one write_rows raised): remove the temporary, keep it
-            return bool(self._stack.__exit__(exc_type, exc, tb))
-        try:
-            with _geopackage_errors(self.path):
-                self._finish()
-                self._stack.close()  # renames the GeoPackage into place
-        except BaseException as err:
-            self._stack.__exit__(type(err), err, err.__traceback__)  # a no-op once closed
-            raise
-        return False
 
     def _finish(self) -> None:
         self._write(self.regions.finish())
@@ -241,27 +252,31 @@ def default_layer_name(path: Path) -> str:
     return Path(path).stem.removesuffix("_polygons") or "classes"
 
 
-def _style_row(layer: str, geometry_column: str, qml: str) -> pd.DataFrame:
+POLYGONS_STYLE = "eoseg class polygons, coloured by class"
+
+
+def _style_row(layer: str, geometry_column: str, qml: str, description: str = POLYGONS_STYLE) -> pd.DataFrame:
     """One ``layer_styles`` row, with the columns and values QGIS itself writes for a GeoPackage."""
     return pd.DataFrame({
         "f_table_catalog": [""], "f_table_schema": [""], "f_table_name": [layer],
         "f_geometry_column": [geometry_column], "styleName": [layer], "styleQML": [qml], "styleSLD": [""],
-        "useAsDefault": [True], "description": ["eoseg class polygons, coloured by class"], "owner": [""],
+        "useAsDefault": [True], "description": [description], "owner": [""],
         "ui": [None], "update_time": [pd.Timestamp(dt.datetime.now(dt.UTC))],
     })
 
 
-def _write_layer(gdf: gpd.GeoDataFrame, path: Path, layer: str, append: bool = False) -> None:
+def _write_layer(gdf: gpd.GeoDataFrame, path: Path, layer: str, append: bool = False,
+                 geometry_type: str = "Polygon") -> None:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*'crs' was not provided.*")
-        pyogrio.write_dataframe(gdf, path, layer=layer, driver="GPKG", geometry_type="Polygon",
+        pyogrio.write_dataframe(gdf, path, layer=layer, driver="GPKG", geometry_type=geometry_type,
                                 promote_to_multi=False, append=append)
 
 
-def _write_style(path: Path, layer: str, qml: str) -> None:
+def _write_style(path: Path, layer: str, qml: str, description: str = POLYGONS_STYLE) -> None:
     """Add the style through OGR, as QGIS does: an ``attributes`` table listed in gpkg_contents."""
     geometry_column = pyogrio.read_info(path, layer=layer)["geometry_name"] or "geom"
-    pyogrio.write_dataframe(_style_row(layer, geometry_column, qml), path, layer=STYLES_TABLE,
+    pyogrio.write_dataframe(_style_row(layer, geometry_column, qml, description), path, layer=STYLES_TABLE,
                             driver="GPKG", layer_options={"FID": "id"})
 
 
@@ -287,7 +302,7 @@ def _geopackage_errors(path: Path) -> Iterator[None]:
     except (OSError, sqlite3.Error, DataSourceError, DataLayerError) as exc:
         if isinstance(exc, EosegError):
             raise
-        raise OutputError(f"cannot write the polygon GeoPackage ({exc})", path=path,
+        raise OutputError(f"cannot write the GeoPackage ({exc})", path=path,
                           fix="check free disk space and that the directory is writable") from exc
 
 
