@@ -295,7 +295,6 @@ def run_tiles(
     on_rows: RowSink | Sequence[RowSink],
     *,
     batch_size: int = 4,
-    keep_probabilities: bool = False,
     probabilities: str | None = None,
     progress: tqdm | None = None,
     device: torch.device | str | None = None,
@@ -310,7 +309,7 @@ def run_tiles(
     model's device; a writer thread hands each finished block of rows to every sink of ``on_rows`` in turn
     (``sink(row_off, classes uint8 (n, W), probabilities (K, n, W) or None)``). The first error of any stage
     stops the others and is raised here. ``probabilities``: ``None``, ``"float32"`` or ``"uint8"`` (what the
-    sinks get; ``keep_probabilities`` is ``"float32"``). ``forward`` returns probabilities as an array or a
+    sinks get). ``forward`` returns probabilities as an array or a
     tensor (a :class:`Forward` keeps them on its device). ``ops``: the device's streams and events (default:
     :func:`eoseg.transfer.device_ops`; tests pass a fake device).
     """
@@ -323,7 +322,7 @@ def run_tiles(
         tile_blocks = stages.channel(max(1, -(-batch_size // READ_BLOCK_TILES)))
         batches, finished = stages.channel(depth), stages.channel(depth)
         acc = StripAccumulator(grid, num_classes, lambda *rows: finished.put(rows), device=device,
-                               probabilities=probabilities or ("float32" if keep_probabilities else None))
+                               probabilities=probabilities)
         stages.start("reader", _read_blocks, grid, read_tile, tile_blocks, counts)
         stages.start("blend", _blend, acc, batches, finished)
         stages.start("writer", _write_rows, finished, sinks)

@@ -86,10 +86,10 @@ class StripAccumulator:
     data) or ``"uint8"`` (× 255 rounded half to even, as the probability COG stores them).
     """
 
-    def __init__(self, grid: TileGrid, num_classes: int, on_rows: RowSink, keep_probabilities: bool = False,
-                 *, device: torch.device | str = "cpu", probabilities: str | None = None):
+    def __init__(self, grid: TileGrid, num_classes: int, on_rows: RowSink, *,
+                 device: torch.device | str = "cpu", probabilities: str | None = None):
         self.grid, self.num_classes, self.on_rows = grid, num_classes, on_rows
-        self.probabilities = probabilities or ("float32" if keep_probabilities else None)
+        self.probabilities = probabilities
         if self.probabilities not in (None, "float32", "uint8"):
             raise ValueError(f"probabilities must be None, 'float32' or 'uint8', not {self.probabilities!r}")
         self.device = torch.device(device)
@@ -102,10 +102,6 @@ class StripAccumulator:
         self._weights: dict[tuple[bytes, bytes], torch.Tensor] = {}
         self._axes: dict[tuple[str, int, int], np.ndarray] = {}  # 1-D weights per tile row / column (small)
         self._row = 0  # the tile row being added (see add_in_order)
-
-    @property
-    def keep_probabilities(self) -> bool:
-        return self.probabilities is not None
 
     @property
     def nbytes(self) -> int:

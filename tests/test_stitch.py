@@ -41,7 +41,7 @@ def stitched(data, valid, size, overlap, model, batch_size=3):
 
     forward = Forward([model], torch.device("cpu"), "fp32")
     counts = run_tiles(grid, array_reader(data, valid), forward, k, on_rows, batch_size=batch_size,
-                       keep_probabilities=True)
+                       probabilities="float32")
     return classes, probs, rows_seen, counts
 
 
