@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -103,10 +104,11 @@ def test_water_index_is_nan_where_invalid():
 def test_shoreline_of_a_product_folder_takes_date_and_sensor_from_its_metadata(method, data_dir, tmp_path):
     """A Sentinel-2 product folder (per-band files, 20 m SWIR): both methods trace it, and the lines carry the
     acquisition date and sensor of the product's metadata, not of the folder's file times."""
-    product = data_dir / "products" / "S2A_18SVG_20160112_0_L1C"
+    product = tmp_path / "beach_20160112"  # a folder name that names no sensor: it must come from the metadata
+    shutil.copytree(data_dir / "products" / "S2A_18SVG_20160112_0_L1C", product)
     settings = PredictSettings(device="cpu", precision="fp32", shoreline=True, shoreline_method=method,
                                min_shoreline_length=300)
-    result = Predictor("resunet", settings).predict(product, tmp_path, progress=False)
+    result = Predictor("resunet", settings).predict(product, tmp_path / "out", progress=False)
     lines = read_lines(result.outputs["shoreline"])
     assert len(lines) >= 1 and set(lines.method) == {"prob" if method == "prob" else "index:mndwi"}
     assert set(lines.date) == {"2016-01-12T00:00:00Z"} and set(lines.sensor) == {"sentinel2"}
