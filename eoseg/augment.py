@@ -8,7 +8,8 @@ Geometric transforms (applied per sample, identically to image and label):
 Photometric jitter (image only, on standardized values): brightness (± shift) and contrast (± relative
 scale about each sample's mean), per band or for all bands.
 Sensor differences (image only): ``resolution`` averages a sample over blocks of a random size in
-[1, 1 + resolution] pixels and resamples it back bilinearly (10 m imagery seen as 20–30 m); ``haze`` adds a
+[1, 1 + resolution] pixels and resamples it back bilinearly (10 m imagery seen as 20–30 m), on a share
+``resolution_fraction`` of the samples (the others keep their native sharpness); ``haze`` adds a
 random positive shift that is largest in the first band (blue) and falls to a fifth of it in the last
 (bands in wavelength order), as path radiance does.
 """
@@ -93,7 +94,9 @@ class Augmenter:
 
 
     def _coarsen(self, x: torch.Tensor) -> torch.Tensor:
-        factors = 1.0 + torch.rand(x.shape[0], generator=self.generator) * self.cfg.resolution
+        n = x.shape[0]
+        factors = 1.0 + torch.rand(n, generator=self.generator) * self.cfg.resolution
+        factors[torch.rand(n, generator=self.generator) >= self.cfg.resolution_fraction] = 1.0
         return torch.cat([coarsen(x[i:i + 1], float(f)) for i, f in enumerate(factors)])
 
     def _haze(self, x: torch.Tensor) -> torch.Tensor:

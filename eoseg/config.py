@@ -147,6 +147,9 @@ class AugmentConfig(_Strict):
     # e.g. 2 turns 10 m Sentinel-2 into 30 m Landsat), and haze (a random shift in [0, haze] standardized units,
     # largest in the first band and falling linearly to a fifth of it in the last: bands in wavelength order)
     resolution: float = Field(0.0, ge=0, le=7)
+    # the share of samples coarsened: the rest keep their native pixels, so the model also learns the sharp
+    # boundaries (thin beaches) of imagery at its own resolution
+    resolution_fraction: float = Field(1.0, ge=0, le=1)
     haze: float = Field(0.0, ge=0)
 
 

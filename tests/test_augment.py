@@ -107,6 +107,19 @@ def test_coarsen_averages_blocks_and_keeps_size():
     assert torch.equal(coarsen(x, 1.0), x)
 
 
+def test_resolution_fraction_keeps_the_other_samples_sharp():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(64, 2, 16, 16, generator=g)
+    y = torch.zeros(64, 16, 16, dtype=torch.long)
+    plain = dict(hflip=False, rotation=0, shift=0, zoom=0, resolution=2.0)
+    xa, _ = Augmenter(AugmentConfig(**plain, resolution_fraction=0.5), seed=4)(x, y)
+    same = torch.tensor([torch.equal(a, b) for a, b in zip(xa, x, strict=True)])
+    assert 16 < int(same.sum()) < 48  # about half kept at their native pixels, the rest blurred
+    assert (xa[~same].std(dim=(2, 3)) < x[~same].std(dim=(2, 3))).all()
+    xn, _ = Augmenter(AugmentConfig(**plain, resolution_fraction=0.0), seed=4)(x, y)
+    assert torch.equal(xn, x)
+
+
 def test_resolution_and_haze_change_images_not_labels():
     x, y = blocks(4)
     x = torch.cat([x, x], dim=1)  # 4 bands
