@@ -42,7 +42,7 @@ from eoseg.pipeline import Channel, Stages
 from eoseg.process import block_rows_cache_bytes, keep_freed_memory_mapped  # noqa: F401  (moved; old imports work)
 from eoseg.products import product_info, scene_quality, stac_properties
 from eoseg.radiometry import Scaling, check_reflectance_range, scene_scaling
-from eoseg.scene import Scene, SceneReader, map_bands, open_scene, preflight
+from eoseg.scene import Scene, SceneReader, light_preflight, map_bands, open_scene, preflight
 from eoseg.shoreline import METHODS as SHORELINE_METHODS
 from eoseg.shoreline import index_shoreline, shoreline_writer, water_probability
 from eoseg.standardize import Standardization
@@ -276,6 +276,7 @@ class TileCounts:
     total: int = 0
     skipped: int = 0
     cpu_seconds: dict[str, float] = field(default_factory=dict)  # per pipeline stage (the forward: the caller's)
+    valid_pixels: int = 0  # pixels written with a class (not nodata): the scene's valid pixels
 
 
 @dataclass
@@ -536,13 +537,15 @@ class Predictor:
         paths = plan_outputs(Path(out_dir), stem or scene.stem, probabilities=self.settings.probabilities,
                              overwrite=self.settings.overwrite, shoreline=self.settings.shoreline)
         scaling = self._scaling(scene)  # before preflight: unknown units fail before the scene is read
-        stats = preflight(scene)
+        # a model that needs the whole scene's statistics reads every block first; the others check the block
+        # index and a sample, and count the valid pixels as the pipeline reads them
+        stats = preflight(scene) if self.standardization.needs_scene_stats else light_preflight(scene)
         standardization = self._standardization(scene, stats, scaling)
-        quality = scene_quality(scene, stats.valid_fraction)
         show = sys.stderr.isatty() if progress is None else progress
         with all_or_nothing(_attempt_files(paths)), tqdm(total=len(grid), unit="tile", desc=scene.path.name,
                                                          disable=not show, leave=False) as bar:
             counts = self._write_rasters(scene, grid, standardization, paths, bar)
+            quality = scene_quality(scene, counts.valid_pixels / (scene.width * scene.height))
             if paths.shoreline is not None and self.settings.shoreline_method == "index":
                 index_shoreline(scene, paths.classes, paths.shoreline, self.scheme, scale=self.settings.scale,
                                 offset=self.settings.offset, min_length_m=self.settings.min_shoreline_length)
@@ -579,9 +582,16 @@ class Predictor:
                        bar: tqdm) -> TileCounts:
         with contextlib.ExitStack() as stack, SceneReader(scene) as reader:
             sinks, probabilities = self._row_sinks(stack, scene, standardization, paths)
-            return run_tiles(grid, strip_tile_reader(reader, grid, standardization), self.forward,
-                             len(self.scheme), sinks, batch_size=self.settings.batch_size,
-                             probabilities=probabilities, progress=bar)
+            valid = [0]
+
+            def count_valid(row_off: int, classes: np.ndarray, probs: np.ndarray | None) -> None:
+                valid[0] += int(np.count_nonzero(classes != NODATA_CLASS))
+
+            counts = run_tiles(grid, strip_tile_reader(reader, grid, standardization), self.forward,
+                               len(self.scheme), [*sinks, count_valid], batch_size=self.settings.batch_size,
+                               probabilities=probabilities, progress=bar)
+            counts.valid_pixels = valid[0]
+            return counts
 
     def _row_sinks(self, stack: contextlib.ExitStack, scene: Scene, standardization: Standardization,
                    paths) -> tuple[list[RowSink], str | None]:

@@ -491,6 +491,95 @@ def _every_kth_valid(scene: Scene, k: int) -> np.ndarray:
     return np.concatenate(parts, axis=1)
 
 
+def check_blocks(scene: Scene) -> bool:
+    """Whether every stored block of the mapped bands lies inside the file, from a GeoTIFF's block offsets and
+    byte counts (no pixel is decoded): a truncated download fails here, before any model work.
+
+    Raises :class:`SceneReadError` for a block that ends past the end of the file. Returns False when the
+    scene is not one GeoTIFF (a product's VRT, another format): then only reading every block can tell.
+    """
+    if scene.source is not None:
+        return False
+    try:
+        ends = _block_ends(scene)
+    except (RasterioError, ValueError, OSError):
+        return False  # no block index to check: the full read decides
+    if ends is None:
+        return False
+    size = scene.path.stat().st_size
+    for (band, i, j), end in ends.items():
+        if end > size:
+            raise SceneReadError(f"cannot read pixels (truncated or corrupt file: block {i},{j} of band {band} "
+                                 f"ends at byte {end} of {size})", path=scene.path,
+                                 fix="re-download or re-export the scene")
+    return True
+
+
+def _block_ends(scene: Scene) -> dict[tuple[int, int, int], int] | None:
+    """``{(band, block row, block col): end byte}`` of every stored block of the mapped bands; None when the
+    file is not a GeoTIFF. Sparse blocks (offset 0: GDAL fills them) have nothing to read and are left out."""
+    with rasterio.open(scene.path) as ds:
+        if ds.driver != "GTiff":
+            return None
+        ends = {}
+        for band in sorted(set(scene.band_indexes)):
+            rows, cols = ds.block_shapes[band - 1]
+            for i in range(math.ceil(ds.height / rows)):
+                for j in range(math.ceil(ds.width / cols)):
+                    offset = int(ds.get_tag_item(f"BLOCK_OFFSET_{j}_{i}", "TIFF", bidx=band) or 0)
+                    if offset:
+                        ends[band, i, j] = offset + int(ds.get_tag_item(f"BLOCK_SIZE_{j}_{i}", "TIFF", bidx=band) or 0)
+        return ends
+
+
+def sampled_stats(scene: Scene, windows: int = 4, size: int = 256) -> SceneStats | None:
+    """Per-band statistics from ``windows`` × ``windows`` windows of ``size`` px spread over the scene (about
+    1 MP, whatever the scene's size); ``valid_fraction`` is the sample's. None when no sampled pixel is valid."""
+    def starts(length: int, block: int) -> list[int]:  # aligned to the blocks: each is decoded once
+        span = min(size, length)
+        n = min(windows, max(1, length // span))
+        spread = (round(k * (length - span) / max(1, n - 1)) for k in range(n))
+        return sorted({min(s - s % block, length - span) for s in spread})
+
+    parts, seen = [], 0
+    with SceneReader(scene) as reader:
+        rows, cols = reader._ds.block_shapes[scene.band_indexes[0] - 1]
+        for r0 in starts(scene.height, rows):
+            for c0 in starts(scene.width, cols):
+                window = Window(c0, r0, min(size, scene.width), min(size, scene.height))
+                data, valid = reader.read(window)
+                parts.append(data[:, valid].astype(np.float64))
+                seen += valid.size
+    sample = np.concatenate(parts, axis=1)
+    if sample.shape[1] == 0:
+        return None
+    return _stats(sample, sample.shape[1] / seen)
+
+
+def light_preflight(scene: Scene) -> SceneStats:
+    """:func:`preflight` for models that need no statistics of the whole scene (reflectance, fixed or
+    per-tile standardization): the block index is checked instead of decoding every block, and statistics
+    come from a sample (the units check needs its 98th percentiles). Falls back to the full read when the
+    scene is not one GeoTIFF or no sampled pixel is valid. The caller counts the valid pixels as it reads
+    them (``valid_fraction`` here is the sample's)."""
+    if check_blocks(scene):
+        stats = sampled_stats(scene)
+        if stats is not None:
+            return stats
+    return preflight(scene)
+
+
+def _stats(sample: np.ndarray, valid_fraction: float) -> SceneStats:
+    p02, p98 = np.percentile(sample, [2, 98], axis=1)
+    return SceneStats(
+        mean=tuple(float(v) for v in sample.mean(axis=1)),
+        std=tuple(float(v) for v in sample.std(axis=1)),
+        p02=tuple(float(v) for v in p02),
+        p98=tuple(float(v) for v in p98),
+        valid_fraction=valid_fraction,
+    )
+
+
 def preflight(scene: Scene, max_samples: int = 1_000_000) -> SceneStats:
     """Read every block of the mapped bands and return per-band statistics of the valid pixels.
 
@@ -517,11 +606,4 @@ def preflight(scene: Scene, max_samples: int = 1_000_000) -> SceneStats:
     sample = np.concatenate(samples, axis=1).astype(np.float64)
     if sample.shape[1] == 0:  # valid pixels exist but all fell between sample points
         sample = _every_kth_valid(scene, k=math.ceil(valid_count / max_samples))
-    p02, p98 = np.percentile(sample, [2, 98], axis=1)
-    return SceneStats(
-        mean=tuple(float(v) for v in sample.mean(axis=1)),
-        std=tuple(float(v) for v in sample.std(axis=1)),
-        p02=tuple(float(v) for v in p02),
-        p98=tuple(float(v) for v in p98),
-        valid_fraction=valid_count / (scene.width * scene.height),
-    )
+    return _stats(sample, valid_count / (scene.width * scene.height))

@@ -488,3 +488,20 @@ def test_compiled_forward_matches_and_warms_up_once_per_shape(s2_scene, random_b
     assert compiled.warm_up(2, 4, (64, 64)) > 0 and compiled.warm_up(2, 4, (64, 64)) == 0
     np.testing.assert_allclose(compiled(x), Forward([bundle.model], cpu, "fp32")(x), rtol=0, atol=1e-5)
     assert PredictSettings(compile=True).to_dict()["compile"] is True
+
+
+def test_reflectance_models_count_the_valid_pixels_as_they_read(klamath_scene, tmp_path, monkeypatch):
+    """A model that needs no scene statistics skips the full preflight read: the valid fraction reported is
+    the count of the pass itself, equal to what reading every block gives."""
+    import eoseg.predict as predict_module
+
+    full_reads = []
+    monkeypatch.setattr(predict_module, "preflight", lambda scene: full_reads.append(scene) or preflight(scene))
+    predictor = Predictor("resunet", PredictSettings(overwrite=True))
+    result = predictor.predict(klamath_scene, tmp_path, progress=False)
+    assert not full_reads
+    expected = preflight(predictor.open(klamath_scene)).valid_fraction
+    assert 0.5 < expected < 1  # the crop has a nodata collar
+    assert result.quality["valid_fraction"] == pytest.approx(expected, abs=1e-6)
+    with rasterio.open(result.outputs["classes"]) as ds:
+        assert (ds.read(1) != NODATA_CLASS).mean() == pytest.approx(expected, abs=1e-6)

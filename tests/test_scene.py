@@ -12,7 +12,17 @@ import rasterio.shutil
 from rasterio.windows import Window
 
 from eoseg.errors import BandMappingError, EmptySceneError, GeoreferenceError, SceneReadError
-from eoseg.scene import SceneReader, detect_sensor, open_scene, preflight, read_window, role_of
+from eoseg.scene import (
+    SceneReader,
+    check_blocks,
+    detect_sensor,
+    light_preflight,
+    open_scene,
+    preflight,
+    read_window,
+    role_of,
+    sampled_stats,
+)
 
 RGBN = ("blue", "green", "red", "nir")
 
@@ -96,6 +106,47 @@ def test_truncated_file_fails_in_preflight(s2_scene, tmp_path):
     scene = open_scene(cog, roles=RGBN)  # the header is intact: it opens
     with pytest.raises(SceneReadError, match="truncated or corrupt"):
         preflight(scene)
+    # the light preflight finds it from the block index alone, without decoding a pixel
+    with pytest.raises(SceneReadError, match=r"truncated or corrupt file: block \d+,\d+ of band \d ends at byte"):
+        check_blocks(scene)
+    with pytest.raises(SceneReadError, match="truncated or corrupt"):
+        light_preflight(scene)
+
+
+def test_block_index_check_passes_intact_files_and_defers_on_vrts(s2_scene, tmp_path):
+    assert check_blocks(open_scene(s2_scene, roles=RGBN))
+    vrt = tmp_path / "scene.vrt"
+    rasterio.shutil.copy(s2_scene, vrt, driver="VRT")
+    assert not check_blocks(open_scene(vrt, roles=RGBN))  # no block index: the full read decides
+
+
+@pytest.mark.parametrize("name", ["s2_scene", "klamath_scene", "collar_scene"])
+def test_light_preflight_samples_like_the_full_read(name, request):
+    scene = open_scene(request.getfixturevalue(name))
+    full, light = preflight(scene), light_preflight(scene)
+    assert 0 < light.valid_fraction <= 1  # the sample's (predict counts the scene's valid pixels as it reads)
+    # the sample's 98th percentiles serve the units check (reflectance vs × 10000): the same order of magnitude
+    ratio = np.array(light.p98) / np.array(full.p98)
+    assert np.all((ratio > 0.5) & (ratio < 2.0))
+
+
+def test_light_preflight_reads_everything_when_the_sample_has_no_valid_pixel(s2_scene, tmp_path):
+    with rasterio.open(s2_scene) as ds:
+        profile, data = ds.profile | {"nodata": 0}, ds.read()
+    islet = np.zeros_like(data)
+    islet[:, 130:134, 300:304] = data[:, 130:134, 300:304]  # valid only outside the sampled window
+    path = tmp_path / "islet.tif"
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(islet)
+    scene = open_scene(path, roles=RGBN, bands=(1, 2, 3, 4))
+    assert sampled_stats(scene) is None
+    stats = light_preflight(scene)
+    assert stats.valid_fraction == pytest.approx(16 / (scene.width * scene.height))
+    empty = tmp_path / "empty.tif"
+    with rasterio.open(empty, "w", **profile) as dst:
+        dst.write(np.zeros_like(data))
+    with pytest.raises(EmptySceneError):
+        light_preflight(open_scene(empty, roles=RGBN, bands=(1, 2, 3, 4)))
 
 
 def test_inf_nodata_and_nan_are_invalid(klamath_scene, tmp_path):

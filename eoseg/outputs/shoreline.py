@@ -39,7 +39,6 @@ import pyogrio
 import shapely
 from affine import Affine
 from rasterio.crs import CRS
-from scipy import ndimage
 
 from eoseg.classes import ClassScheme
 from eoseg.errors import ConfigError
@@ -282,6 +281,8 @@ def _snap(xy: np.ndarray) -> np.ndarray:
 def near(mask: np.ndarray, radius: int) -> np.ndarray:
     """Pixels within ``radius`` pixels of a True pixel of ``mask`` along both axes (a square buffer): two 1-D
     running maxima, whose cost does not grow with the radius (a disc-shaped dilation's does, with its area)."""
+    from scipy import ndimage  # only with --shoreline: keeps scipy out of every predict's start-up
+
     size = 2 * int(radius) + 1
     out = ndimage.maximum_filter1d(mask.view(np.uint8) if mask.dtype == bool else mask.astype(np.uint8), size,
                                    axis=0, mode="constant")
