@@ -502,11 +502,11 @@ def check_blocks(scene: Scene) -> bool:
         return False
     try:
         ends = _block_ends(scene)
+        size = scene.path.stat().st_size
     except (RasterioError, ValueError, OSError):
-        return False  # no block index to check: the full read decides
+        return False  # no block index to check (or not a local file): the full read decides
     if ends is None:
         return False
-    size = scene.path.stat().st_size
     for (band, i, j), end in ends.items():
         if end > size:
             raise SceneReadError(f"cannot read pixels (truncated or corrupt file: block {i},{j} of band {band} "
