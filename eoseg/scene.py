@@ -464,6 +464,11 @@ class SceneReader:
         mask = self.scene.mask
         return masked_pixels(layer, mask.kind, mask.classes, mask.saturation_bits)
 
+    @property
+    def block_shape(self) -> tuple[int, int]:
+        """(rows, cols) of the storage blocks of the first mapped band: windows aligned to them decode once."""
+        return tuple(self._ds.block_shapes[self.scene.band_indexes[0] - 1])
+
     def strips(self, rows: int | None = None) -> Iterator[Window]:
         """Full-width windows of about a megapixel each, covering the scene top to bottom."""
         rows = rows or max(16, 1_000_000 // max(1, self.scene.width))
@@ -539,11 +544,11 @@ def sampled_stats(scene: Scene, windows: int = 4, size: int = 256) -> SceneStats
         span = min(size, length)
         n = min(windows, max(1, length // span))
         spread = (round(k * (length - span) / max(1, n - 1)) for k in range(n))
-        return sorted({min(s - s % block, length - span) for s in spread})
+        return sorted({s - s % block for s in spread})
 
     parts, seen = [], 0
     with SceneReader(scene) as reader:
-        rows, cols = reader._ds.block_shapes[scene.band_indexes[0] - 1]
+        rows, cols = reader.block_shape
         for r0 in starts(scene.height, rows):
             for c0 in starts(scene.width, cols):
                 window = Window(c0, r0, min(size, scene.width), min(size, scene.height))

@@ -85,6 +85,13 @@ def array_reader(data: np.ndarray, valid: np.ndarray):
 
     return read
 
+def random_run(seed: int, h: int, w: int, overlap: int = 0, net_seed: int = 1):
+    """A random 2-band scene of ``h`` × ``w``, its 32 px tile grid, a reader of it and a small 3-class net."""
+    data = np.random.default_rng(seed).normal(size=(2, h, w)).astype(np.float32)
+    grid = TileGrid(h, w, 32, overlap)
+    return grid, array_reader(data, np.ones((h, w), bool)), Forward([small_net(2, 3, net_seed)],
+                                                                   torch.device("cpu"), "fp32")
+
 
 def small_net(channels: int, classes: int, seed: int) -> torch.nn.Module:
     """A little convolutional net: its output depends on the tile's neighbourhood, not just the pixel."""
@@ -214,12 +221,7 @@ def test_every_sink_gets_every_row_in_order():
 def test_the_reader_runs_at_most_one_tile_row_ahead():
     """While the forward pass works on tile row r, the reader reads row r + 1, never r + 2 (one strip queued,
     one in the model: the queue depth is the only new buffer)."""
-    rng = np.random.default_rng(1)
-    h, w = 400, 80
-    data = rng.normal(size=(2, h, w)).astype(np.float32)
-    grid = TileGrid(h, w, 32, 0)
-    read = array_reader(data, np.ones((h, w), bool))
-    net = Forward([small_net(2, 3, 1)], torch.device("cpu"), "fp32")
+    grid, read, net = random_run(1, 400, 80)
     tiles_per_row = len(grid.col_offsets)
     state = {"forwarded": 0, "ahead": []}
 
@@ -244,12 +246,7 @@ def test_on_a_wide_scene_the_reader_holds_blocks_not_strips():
     held (a block read, a block queued, a partial batch) does not grow with the scene's width."""
     from eoseg.predict import READ_BLOCK_TILES
 
-    rng = np.random.default_rng(4)
-    h, w = 100, 30 * 32
-    data = rng.normal(size=(2, h, w)).astype(np.float32)
-    grid = TileGrid(h, w, 32, 0)
-    read = array_reader(data, np.ones((h, w), bool))
-    net = Forward([small_net(2, 3, 1)], torch.device("cpu"), "fp32")
+    grid, read, net = random_run(4, 100, 30 * 32)
     state = {"read": 0, "forwarded": 0, "ahead": []}
 
     class Progress:
@@ -290,12 +287,7 @@ def test_the_strip_reader_gives_the_same_tiles_whatever_its_block(s2_scene, rand
 
 @pytest.mark.parametrize("where", ["reader", "forward", "writer", "first sink of two"])
 def test_an_error_in_any_stage_stops_the_others_and_reaches_the_caller(where):
-    rng = np.random.default_rng(2)
-    h, w = 600, 90
-    data = rng.normal(size=(2, h, w)).astype(np.float32)
-    grid = TileGrid(h, w, 32, 8)
-    read = array_reader(data, np.ones((h, w), bool))
-    net = Forward([small_net(2, 3, 2)], torch.device("cpu"), "fp32")
+    grid, read, net = random_run(2, 600, 90, overlap=8, net_seed=2)
     calls = {"read": 0, "forward": 0, "rows": 0, "second sink": 0}
 
     class Boom(RuntimeError):

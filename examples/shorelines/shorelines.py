@@ -71,6 +71,13 @@ def compare(long, a: str, b: str) -> str:
     return f"{b} − {a}: " + "; ".join(text)
 
 
+def chainages(scene: Path, results: dict, transects: Path, out: Path):
+    """Both shorelines of one acquisition (``{label: SceneResult}``) measured along the transects: (paths, long)."""
+    when, _ = scene_datetime(scene)
+    lines = [SceneShoreline(label, when, r.outputs["shoreline"], r.outputs["classes"]) for label, r in results.items()]
+    return run_timeseries(lines, transects, out, plots=False)
+
+
 def shrink_png(path: Path) -> Path:
     """Rewrite a quicklook as a 256-colour PNG (a third of the bytes; these images go into the repository)."""
     from PIL import Image
@@ -101,10 +108,7 @@ def klamath(out: Path, png_dir: Path) -> None:
         lines = read_lines(r.outputs["shoreline"])
         print(f"  {name}: {len(lines)} line(s), {lines.length_m.sum() / 1000:.2f} km, level {lines.level.iloc[0]:.3f}")
     transects = beach_transects(r_prob.outputs["shoreline"], 100, 600, out / "klamath_transects.gpkg")
-    when, _ = scene_datetime(KLAMATH)
-    scenes = [SceneShoreline("prob", when, r_prob.outputs["shoreline"], r_prob.outputs["classes"]),
-              SceneShoreline("index", when, r_index.outputs["shoreline"], r_index.outputs["classes"])]
-    paths, long = run_timeseries(scenes, transects, out / "klamath_timeseries", plots=False)
+    paths, long = chainages(KLAMATH, {"prob": r_prob, "index": r_index}, transects, out / "klamath_timeseries")
     print(f"  transects: {transects}; chainage table: {paths['timeseries']}")
     print(f"  {compare(long, 'prob', 'index')}")
     png = write_shoreline_quicklook(KLAMATH, r_prob.outputs["shoreline"], png_dir / "klamath_shoreline.png",
@@ -121,10 +125,7 @@ def virginia(out: Path, png_dir: Path) -> None:
     r20 = prob.predict(VIRGINIA_20M, out / "virginia", progress=False)
     print(r10.summary())
     transects = beach_transects(r10.outputs["shoreline"], 200, 400, out / "virginia_transects.gpkg")
-    when, _ = scene_datetime(VIRGINIA_10M)
-    scenes = [SceneShoreline("10m", when, r10.outputs["shoreline"], r10.outputs["classes"]),
-              SceneShoreline("20m", when, r20.outputs["shoreline"], r20.outputs["classes"])]
-    paths, long = run_timeseries(scenes, transects, out / "virginia_timeseries", plots=False)
+    paths, long = chainages(VIRGINIA_10M, {"10m": r10, "20m": r20}, transects, out / "virginia_timeseries")
     print(f"  the 20 m and 10 m products of one acquisition: {compare(long, '10m', '20m')}")
     title = "Virginia, Sentinel-2 2016-01-12 (10 m): shoreline and transects"
     whole = write_shoreline_quicklook(VIRGINIA_10M, r10.outputs["shoreline"], png_dir / "virginia_shoreline.png",
