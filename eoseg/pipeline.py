@@ -31,13 +31,18 @@ _END = object()
 
 
 class Channel:
-    """A FIFO of at most ``depth`` items between two threads; ``close()`` ends the iteration on the far side."""
+    """A FIFO between two threads holding at most ``depth`` items; ``close()`` ends the iteration on the far
+    side. With ``weight`` (item → a count, e.g. the tiles in a block) the depth counts that instead: an item
+    is taken while the items held weigh less than ``depth``, so small items (a tile row's last, narrow block)
+    do not leave the consumer waiting on a half-empty channel."""
 
-    def __init__(self, depth: int, cancelled: threading.Event):
+    def __init__(self, depth: int, cancelled: threading.Event, weight: Callable[[Any], int] | None = None):
         if depth < 1:
             raise ValueError("a channel holds at least one item")
         self.depth = depth
         self._items: deque = deque()
+        self._weight = weight or (lambda item: 1)
+        self._load = 0  # the items' total weight
         self._cond = threading.Condition()
         self._cancelled = cancelled
         self.max_seen = 0  # the most items it ever held (tests check the bound)
@@ -50,18 +55,19 @@ class Channel:
         """Block until a ``put`` would not block: a producer calls it *before* building its next item, so an
         item is only built when it can be handed on at once (``depth`` items plus the consumer's, no more)."""
         with self._cond:
-            while len(self._items) >= self.depth:
+            while self._load >= self.depth:
                 self._check()
                 self._cond.wait(0.1)
             self._check()
 
     def put(self, item: Any) -> None:
         with self._cond:
-            while len(self._items) >= self.depth:
+            while self._load >= self.depth:
                 self._check()
                 self._cond.wait(0.1)
             self._check()
             self._items.append(item)
+            self._load += self._weight(item)
             self.max_seen = max(self.max_seen, len(self._items))
             self._cond.notify_all()
 
@@ -79,6 +85,8 @@ class Channel:
                 self._cond.wait(0.1)
             self._check()
             item = self._items.popleft()
+            if item is not _END:
+                self._load -= self._weight(item)
             self._cond.notify_all()
             return item
 
@@ -121,8 +129,8 @@ class Stages:
         self._lock = threading.Lock()
         self.cpu_seconds: dict[str, float] = {}  # CPU time of each stage thread (where the time goes)
 
-    def channel(self, depth: int) -> Channel:
-        ch = Channel(depth, self.cancelled)
+    def channel(self, depth: int, weight: Callable[[Any], int] | None = None) -> Channel:
+        ch = Channel(depth, self.cancelled, weight)
         self._channels.append(ch)
         return ch
 

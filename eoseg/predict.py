@@ -319,8 +319,9 @@ def run_tiles(
     feed = _Feed(forward, HostBatches(ops or device_ops(device), batch_size))
     counts = TileCounts()
     with Stages(background=device.type == "cpu") as stages:  # a CPU model keeps the cores it needs
-        # the reader runs a batch ahead: blocks of READ_BLOCK_TILES tiles, enough for one batch
-        tile_blocks = stages.channel(max(1, -(-batch_size // READ_BLOCK_TILES)))
+        # the reader runs a batch ahead: it reads blocks of up to READ_BLOCK_TILES tiles until a batch's worth
+        # of tiles is queued (counted in tiles, so a row's narrow last block does not stall the model)
+        tile_blocks = stages.channel(batch_size, weight=lambda block: block.total)
         batches, finished = stages.channel(depth), stages.channel(depth)
         acc = StripAccumulator(grid, num_classes, lambda *rows: finished.put(rows), device=device,
                                probabilities=probabilities)

@@ -22,7 +22,7 @@ import numpy as np
 import rasterio
 from affine import Affine
 from rasterio.crs import CRS
-from rasterio.enums import ColorInterp
+from rasterio.enums import ColorInterp, MaskFlags
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
@@ -406,6 +406,7 @@ class SceneReader:
         self.scene = scene
         self._ctx = _reading(scene.path, scene.source)
         self._ds = self._ctx.__enter__()
+        self._read_masks = _masks_say_more(self._ds, scene)
         self._mask_ctx = self._mask_ds = None
         if scene.mask is not None:
             from eoseg.products import open_quality_layer
@@ -434,13 +435,15 @@ class SceneReader:
         idx = list(self.scene.band_indexes)
         try:
             data = self._ds.read(idx, window=window, out_dtype="float32")
-            masks = self._ds.read_masks(idx, window=window)
+            masks = self._ds.read_masks(idx, window=window) if self._read_masks else None
         except RasterioError as exc:
             raise SceneReadError(
                 f"cannot read pixels (truncated or corrupt file: {_first_line(exc)})", path=self.scene.path,
                 fix="re-download or re-export the scene",
             ) from exc
-        valid = np.all(masks > 0, axis=0) & np.all(np.isfinite(data), axis=0)
+        valid = np.all(np.isfinite(data), axis=0)
+        if masks is not None:
+            valid &= np.all(masks > 0, axis=0)
         if self.scene.nodata is not None and math.isfinite(self.scene.nodata):
             valid &= np.all(data != np.float32(self.scene.nodata), axis=0)
         if self._mask_ds is not None:
@@ -474,6 +477,21 @@ class SceneReader:
         rows = rows or max(16, 1_000_000 // max(1, self.scene.width))
         for r0 in range(0, self.scene.height, rows):
             yield Window(0, r0, self.scene.width, min(rows, self.scene.height - r0))
+
+
+def _masks_say_more(ds: rasterio.io.DatasetReader, scene: Scene) -> bool:
+    """Whether GDAL's mask bands add anything to the nodata test :meth:`SceneReader.read` makes itself: not when
+    every mapped band's mask is "all valid" or derived from the scene's own nodata value (then reading the masks
+    would only test the decoded values against nodata a second time)."""
+    for band in scene.band_indexes:
+        flags = set(ds.mask_flag_enums[band - 1])
+        if flags == {MaskFlags.all_valid}:
+            continue
+        same = scene.nodata is not None and (ds.nodatavals[band - 1] == scene.nodata or (
+            math.isnan(scene.nodata) and ds.nodatavals[band - 1] is not None and math.isnan(ds.nodatavals[band - 1])))
+        if flags != {MaskFlags.nodata} or not same:
+            return True
+    return False
 
 
 def read_window(scene: Scene, window: Window, pad: tuple[int, int] = (0, 0)) -> tuple[np.ndarray, np.ndarray]:
@@ -537,9 +555,11 @@ def _block_ends(scene: Scene) -> dict[tuple[int, int, int], int] | None:
         return ends
 
 
-def sampled_stats(scene: Scene, windows: int = 4, size: int = 256) -> SceneStats | None:
+def sampled_stats(scene: Scene, windows: int = 4, size: int = 256, stride: int = 2) -> SceneStats | None:
     """Per-band statistics from ``windows`` × ``windows`` windows of ``size`` px spread over the scene (about
-    1 MP, whatever the scene's size); ``valid_fraction`` is the sample's. None when no sampled pixel is valid."""
+    1 MP read, whatever the scene's size), every ``stride``-th row and column of them (percentiles of a
+    million values cost more than decoding them); ``valid_fraction`` is the sample's. None when no sampled
+    pixel is valid."""
     def starts(length: int, block: int) -> list[int]:  # aligned to the blocks: each is decoded once
         span = min(size, length)
         n = min(windows, max(1, length // span))
@@ -553,6 +573,7 @@ def sampled_stats(scene: Scene, windows: int = 4, size: int = 256) -> SceneStats
             for c0 in starts(scene.width, cols):
                 window = Window(c0, r0, min(size, scene.width), min(size, scene.height))
                 data, valid = reader.read(window)
+                data, valid = data[:, ::stride, ::stride], valid[::stride, ::stride]
                 parts.append(data[:, valid].astype(np.float64))
                 seen += valid.size
     sample = np.concatenate(parts, axis=1)

@@ -242,8 +242,9 @@ def test_the_reader_runs_at_most_one_tile_row_ahead():
 
 
 def test_on_a_wide_scene_the_reader_holds_blocks_not_strips():
-    """A tile row 30 tiles wide is read READ_BLOCK_TILES tiles at a time, one block ahead of the model: what is
-    held (a block read, a block queued, a partial batch) does not grow with the scene's width."""
+    """A tile row 30 tiles wide is read READ_BLOCK_TILES tiles at a time, about a batch ahead of the model: what
+    is held (a block being read, under a batch queued plus one block, a partial batch and the batch in the
+    model) does not grow with the scene's width."""
     from eoseg.predict import READ_BLOCK_TILES
 
     grid, read, net = random_run(4, 100, 30 * 32)
@@ -263,7 +264,33 @@ def test_on_a_wide_scene_the_reader_holds_blocks_not_strips():
         return net(batch)
 
     run_tiles(grid, read_tile, slow_forward, 3, lambda *a: None, batch_size=READ_BLOCK_TILES, progress=Progress())
-    assert READ_BLOCK_TILES < max(state["ahead"]) <= 3 * READ_BLOCK_TILES - 1 < len(grid.col_offsets) // 2
+    assert READ_BLOCK_TILES < max(state["ahead"]) <= 4 * READ_BLOCK_TILES - 2 < len(grid.col_offsets) // 2
+
+
+def test_a_rows_narrow_last_block_does_not_leave_the_model_waiting():
+    """Tile rows of 5 tiles are read as a block of 4 and a block of 1; batches of 4. The reader counts what it
+    has queued in tiles, not blocks, so while the model runs a batch the next full batch is read (a 1-tile
+    block alone would leave the model waiting on the reader at every row)."""
+    from eoseg.predict import READ_BLOCK_TILES
+
+    grid, read, net = random_run(5, 6 * 32, 5 * 32)
+    batch = READ_BLOCK_TILES
+    assert len(grid.col_offsets) == batch + 1
+    state = {"read": 0, "forwarded": 0, "ready": []}
+
+    def read_tile(tile):
+        state["read"] += 1
+        return read(tile)
+
+    def slow_forward(x):
+        time.sleep(0.05)  # ample time for the reader to fill its queue
+        state["forwarded"] += x.shape[0]
+        state["ready"].append(min(state["read"] - state["forwarded"], batch))
+        return net(x)
+
+    run_tiles(grid, read_tile, slow_forward, 3, lambda *a: None, batch_size=batch)
+    assert state["forwarded"] == len(grid) == 30
+    assert state["ready"] == [4, 4, 4, 4, 4, 4, 2, 0]  # after each batch the next one is read, or what is left
 
 
 @pytest.mark.parametrize("block_tiles", [1, 2, 3, 4])

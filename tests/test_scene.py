@@ -311,3 +311,35 @@ def test_preflight_fallback_samples_strip_by_strip(s2_scene, tmp_path, monkeypat
     k = math.ceil(valid.sum() / max_samples)
     assert k == 2
     np.testing.assert_allclose(stats.mean, ordered[::k].mean(axis=0), rtol=1e-6)
+
+
+def test_gdal_masks_are_read_only_when_they_say_more_than_nodata(s2_scene, tmp_path, monkeypatch):
+    """A scene whose masks only restate its nodata value is not tested twice (GDAL's nodata mask would compare
+    every decoded value again); a per-band nodata of its own or an internal mask band is still honoured."""
+    whole = Window(0, 0, 320, 256)
+
+    def holes(a):
+        a = a.copy()
+        a[:, 100:120, 200:260] = 0  # the nodata value
+        return a
+
+    source = rewrite(s2_scene, tmp_path / "holes.tif", holes)
+    scene = open_scene(source, roles=RGBN)
+    with rasterio.open(source) as ds:
+        expected = (ds.read_masks([1, 2, 3, 4]) > 0).all(axis=0)
+        assert set(ds.mask_flag_enums[0]) == {rasterio.enums.MaskFlags.nodata}
+    calls = []
+    original = rasterio.io.DatasetReader.read_masks
+    monkeypatch.setattr(rasterio.io.DatasetReader, "read_masks",
+                        lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
+    _, valid = read_window(scene, whole)
+    assert calls == [] and (valid == expected).all() and 0 < valid.mean() < 1
+
+    masked = tmp_path / "masked.tif"
+    shutil.copy(source, masked)
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), rasterio.open(masked, "r+") as ds:
+        mask = np.full((ds.height, ds.width), 255, np.uint8)
+        mask[:40, :50] = 0  # valid values, masked out by the mask band
+        ds.write_mask(mask)
+    _, valid = read_window(open_scene(masked, roles=RGBN), whole)
+    assert calls and not valid[:40, :50].any() and (valid[40:] == expected[40:]).all()
