@@ -93,6 +93,18 @@ def build_network(cfg: TrainConfig, in_channels: int, num_classes: int) -> nn.Mo
     return model
 
 
+def _give_input_statistics(model: nn.Module, template, cfg: TrainConfig) -> None:
+    """A model computing spectral indices from its input learns on reflectance: it is given the z-score."""
+    from eoseg.models.unet import set_input_statistics
+
+    if getattr(model, "indices", None) is None:
+        return
+    if template.mode != "reflectance" or template.mean is None:
+        raise ConfigError(f"model.params.indices needs reflectance inputs, not {template.mode!r} standardization",
+                          path="model.params.indices", fix="set standardization: reflectance, or drop indices")
+    set_input_statistics(model, template.mean, template.std)
+
+
 def _encoder(model: nn.Module, name: str) -> nn.Module:
     encoder = getattr(model, "encoder", None)
     if not isinstance(encoder, nn.Module):
@@ -283,7 +295,9 @@ def train(cfg: TrainConfig) -> TrainResult:
     num_classes = len(scheme)
     device = resolve_device(cfg.device)
     amp = resolve_precision(cfg.precision, device)
-    model = build_network(cfg, len(roles), num_classes).to(device)
+    model = build_network(cfg, len(roles), num_classes)
+    _give_input_statistics(model, template, cfg)
+    model = model.to(device)
     multiple = input_multiple(cfg.model.name)
     if manifest.tile_size % multiple:
         raise ConfigError(f"dataset tile size {manifest.tile_size} is not a multiple of {multiple} "

@@ -130,17 +130,17 @@ def test_early_stopping_and_precision():
         resolve_precision("fp16", torch.device("cpu"))
 
 
-def test_reflectance_model_from_a_scene_source_records_its_bands(tmp_path):
-    """Train on the Sentinel-2 crop in reflectance mode: the card keeps the statistics, mapping and scaling."""
+S2_CROP = Path(__file__).parent / "data" / "s2_virginia_10m_6band_crop.tif"
+
+
+def reflectance_dataset(tmp_path: Path):
+    """A 5-band dataset of the Sentinel-2 crop (reflectance from its metadata), one tile held for validation."""
     import json
 
     import numpy as np
     import rasterio
 
-    from eoseg.predict import predict_scene
-
-    scene = Path(__file__).parent / "data" / "s2_virginia_10m_6band_crop.tif"
-    with rasterio.open(scene) as ds:
+    with rasterio.open(S2_CROP) as ds:
         profile = {"driver": "GTiff", "height": ds.height, "width": ds.width, "count": 1, "dtype": "uint8",
                    "crs": ds.crs, "transform": ds.transform}
     label = np.full((profile["height"], profile["width"]), 3, np.uint8)
@@ -148,7 +148,7 @@ def test_reflectance_model_from_a_scene_source_records_its_bands(tmp_path):
     with rasterio.open(tmp_path / "labels.tif", "w", **profile) as dst:
         dst.write(label, 1)
     dataset = make_dataset(validate(DatasetConfig, {
-        "sources": [{"kind": "scene", "scene": str(scene), "roles": ["blue", "green", "red", "nir", "swir1"],
+        "sources": [{"kind": "scene", "scene": str(S2_CROP), "roles": ["blue", "green", "red", "nir", "swir1"],
                      "labels": str(tmp_path / "labels.tif"), "name": "virginia"}],
         "tile_size": 128, "overlap": 0,
         "split": {"train": 1.0, "validation": 0.0, "test": 0.0, "group_by": "scene"}}), tmp_path / "ds")
@@ -156,6 +156,16 @@ def test_reflectance_model_from_a_scene_source_records_its_bands(tmp_path):
     for t in dataset.data["tiles"][:1]:
         t["split"] = "validation"
     (dataset.path / "manifest.json").write_text(json.dumps(dataset.data))
+    return dataset
+
+
+def test_reflectance_model_from_a_scene_source_records_its_bands(tmp_path):
+    """Train on the Sentinel-2 crop in reflectance mode: the card keeps the statistics, mapping and scaling."""
+    import json
+
+    from eoseg.predict import predict_scene
+
+    dataset = reflectance_dataset(tmp_path)
     result = train(train_config(dataset.path, tmp_path / "run", epochs=1, standardization="reflectance",
                                 bands=["red", "swir1"], bundle={"resolution_m": [10, 30]}))
     card = json.loads((result.bundle / "card.json").read_text())
@@ -167,8 +177,41 @@ def test_reflectance_model_from_a_scene_source_records_its_bands(tmp_path):
     assert [(b["role"], b["band"], b["description"]) for b in bands["bands"]][2:] == [
         ("red", 3, "B04"), ("nir", 4, "B08"), ("swir1", 5, "B11")]
     assert bands["scaling"]["source"] == "sentinel2"
-    out = predict_scene(scene, result.bundle, tmp_path / "pred", precision="fp32")
+    out = predict_scene(S2_CROP, result.bundle, tmp_path / "pred", precision="fp32")
     assert out.scaling["scale"] == pytest.approx([1e-4, 1e-4])
+
+
+def test_a_model_with_spectral_indices_sees_the_scenes_ndwi(tmp_path, data):
+    """``indices`` in a Gym model's parameters: training gives the model its input's reflectance z-score, the
+    bundle keeps it, and the channel the model adds is the scene's NDWI (green, nir) from its reflectance."""
+    import numpy as np
+    import rasterio
+    from rasterio.windows import Window
+
+    from eoseg.bundle import load_bundle
+    from eoseg.predict import Predictor, PredictSettings
+
+    dataset = reflectance_dataset(tmp_path)
+    params = {"filters": 4, "indices": [[0, 2]]}  # (green − nir) / (green + nir)
+    result = train(train_config(dataset.path, tmp_path / "run", epochs=1, standardization="reflectance",
+                                bands=["green", "red", "nir"], model={"name": "resunet", "params": params}))
+    bundle = load_bundle(result.bundle)
+    assert bundle.card.arch_params["indices"] == [[0, 2]]
+    predictor = Predictor(bundle, PredictSettings(precision="fp32"))
+    scene = predictor.open(S2_CROP)
+    std = predictor.scene_standardization(scene)
+    with rasterio.open(S2_CROP) as ds:
+        raw = ds.read([2, 3, 4], window=Window(0, 0, 128, 128)).astype(np.float32)
+    x = std.apply(raw.copy(), np.ones(raw.shape[1:], bool))
+    with torch.no_grad():
+        channels = bundle.model.indices(torch.from_numpy(x)[None])[0].numpy()
+    green, nir = raw[0] * 1e-4, raw[2] * 1e-4
+    assert channels.shape[0] == 4
+    np.testing.assert_allclose(channels[3], (green - nir) / (green + nir), atol=1e-4)
+    assert predictor.predict(S2_CROP, tmp_path / "pred", progress=False).tiles == len(predictor.scene_grid(scene))
+
+    with pytest.raises(ConfigError, match="indices needs reflectance"):  # Ocean Beach chips: no reflectance
+        train(train_config(data, tmp_path / "run2", epochs=1, model={"name": "resunet", "params": params}))
 
 
 @pytest.mark.parametrize("loss", ["cce", "dice_focal", "lovasz"])

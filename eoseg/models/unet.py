@@ -11,7 +11,7 @@ by ``dropout_change_per_layer`` per level, and is used in the decoder only when
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -85,6 +85,48 @@ class UpBlock(nn.Module):
         return self.block(torch.cat([x, skip], dim=1))
 
 
+class SpectralIndices(nn.Module):
+    """Appends normalized differences ``(a − b) / (a + b)`` of input band pairs as extra channels.
+
+    The model's input is reflectance z-scored per band (``reflectance`` standardization); the z-score is undone
+    with the statistics held as buffers (saved with the weights; :func:`set_input_statistics` sets them before
+    training), so each index is the sensor-independent ratio a per-pixel classifier is given (NDWI from green and
+    NIR, MNDWI from green and SWIR1, NDVI from NIR and red, …), bounded to [−1, 1]. ``pairs``: positions
+    ``(a, b)`` in the input's band order.
+    """
+
+    def __init__(self, in_channels: int, pairs: Sequence[Sequence[int]]):
+        super().__init__()
+        pairs = [tuple(int(i) for i in pair) for pair in pairs]
+        for pair in pairs:
+            if len(pair) != 2 or not all(0 <= i < in_channels for i in pair) or pair[0] == pair[1]:
+                raise ConfigError(f"invalid index band pair {list(pair)!r}", path="indices",
+                                  fix=f"give pairs [a, b] of two different input positions 0..{in_channels - 1}")
+        self.a = [a for a, _ in pairs]
+        self.b = [b for _, b in pairs]
+        self.register_buffer("mean", torch.zeros(1, in_channels, 1, 1))
+        self.register_buffer("std", torch.ones(1, in_channels, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        r = x * self.std + self.mean
+        a, b = r[:, self.a], r[:, self.b]
+        nd = ((a - b) / (a + b).clamp_min(NDI_FLOOR)).clamp(-1.0, 1.0)
+        return torch.cat([x, nd], dim=1)
+
+
+NDI_FLOOR = 0.01  # reflectance: a + b below it (deep shadow, nodata filled with 0) does not blow the ratio up
+
+
+def set_input_statistics(model: nn.Module, mean: Sequence[float], std: Sequence[float]) -> bool:
+    """Give a model's :class:`SpectralIndices` the z-score of its input (True if it has one)."""
+    layer = getattr(model, "indices", None)
+    if not isinstance(layer, SpectralIndices):
+        return False
+    layer.mean.copy_(torch.tensor(mean, dtype=torch.float32).view_as(layer.mean))
+    layer.std.copy_(torch.tensor(std, dtype=torch.float32).view_as(layer.std))
+    return True
+
+
 def _check_params(filters: int, kernel_size: int, stride: int, dropout: float, change: float,
                   dropout_type: str, upsample: str) -> None:
     def bad(name: str, value: object, fix: str) -> ConfigError:
@@ -123,6 +165,7 @@ class GymUNetBase(nn.Module):
         dropout_type: str = "standard",
         use_dropout_on_upsampling: bool = False,
         upsample: str = "nearest",
+        indices: Sequence[Sequence[int]] = (),
     ):
         super().__init__()
         _check_params(filters, kernel_size, stride, dropout, dropout_change_per_layer, dropout_type, upsample)
@@ -130,7 +173,8 @@ class GymUNetBase(nn.Module):
         widths = [filters * 2**i for i in range(LEVELS + 1)]  # f, 2f, 4f, 8f, 16f
         drops = [dropout + i * dropout_change_per_layer for i in range(LEVELS)]
         block = self.make_block
-        self.stem = block(in_channels, widths[0], kernel_size, 1, 0.0, dropout_type)
+        self.indices = SpectralIndices(in_channels, indices) if indices else None
+        self.stem = block(in_channels + len(indices), widths[0], kernel_size, 1, 0.0, dropout_type)
         self.down = nn.ModuleList(
             block(widths[i], widths[i + 1], kernel_size, stride, drops[i], dropout_type) for i in range(LEVELS)
         )
@@ -158,6 +202,8 @@ class GymUNetBase(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input_size(x, self.input_multiple, self.name)
+        if self.indices is not None:
+            x = self.indices(x)
         skips = [self.stem(x)]
         for down in self.down:
             skips.append(down(skips[-1]))

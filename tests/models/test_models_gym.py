@@ -79,3 +79,25 @@ def test_dropout_parameters_shape_the_module() -> None:
 def test_bad_parameters_raise_config_error(params: dict) -> None:
     with pytest.raises(ConfigError, match=next(iter(params))):
         build_model("resunet", 3, 4, **params)
+
+
+def test_spectral_indices_undo_the_z_score_and_bound_the_ratio():
+    """The index channels are (a − b) / (a + b) of the reflectance behind the z-scored input, within [−1, 1],
+    and the buffers holding the z-score travel with the weights."""
+    from eoseg.models.unet import SpectralIndices, set_input_statistics
+
+    model = build_model("resunet", 3, 4, filters=4, kernel_size=3, indices=[[0, 1], [2, 1]])
+    mean, std = [0.05, 0.2, 0.1], [0.02, 0.1, 0.05]
+    assert set_input_statistics(model, mean, std)
+    refl = torch.tensor([[0.08, 0.02, 0.30], [0.0, 0.0, -0.05]]).T.reshape(1, 3, 2, 1).expand(1, 3, 2, 16)
+    x = (refl - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    out = model.indices(x)
+    assert out.shape == (1, 5, 2, 16) and torch.equal(out[:, :3], x)
+    assert out[0, 3, 0, 0].item() == pytest.approx((0.08 - 0.02) / 0.10, abs=1e-5)
+    assert out[0, 4, 0, 0].item() == pytest.approx((0.30 - 0.02) / 0.32, abs=1e-5)
+    assert out[0, 3:, 1].abs().max() <= 1.0  # a + b ≤ 0: bounded, not infinite
+    assert {"indices.mean", "indices.std"} <= set(model.state_dict())
+    assert model(torch.zeros(1, 3, 32, 32)).shape == (1, 4, 32, 32)
+    assert not set_input_statistics(build_model("resunet", 3, 4, filters=4), mean, std)
+    with pytest.raises(ConfigError, match="index band pair"):
+        SpectralIndices(3, [[0, 3]])
