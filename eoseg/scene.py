@@ -487,11 +487,16 @@ def _masks_say_more(ds: rasterio.io.DatasetReader, scene: Scene) -> bool:
         flags = set(ds.mask_flag_enums[band - 1])
         if flags == {MaskFlags.all_valid}:
             continue
-        same = scene.nodata is not None and (ds.nodatavals[band - 1] == scene.nodata or (
-            math.isnan(scene.nodata) and ds.nodatavals[band - 1] is not None and math.isnan(ds.nodatavals[band - 1])))
-        if flags != {MaskFlags.nodata} or not same:
+        if flags != {MaskFlags.nodata} or not _same_nodata(ds.nodatavals[band - 1], scene.nodata):
             return True
     return False
+
+
+def _same_nodata(a: float | None, b: float | None) -> bool:
+    """Equal nodata values (NaN equals NaN)."""
+    if a is None or b is None:
+        return a is b
+    return a == b or (math.isnan(a) and math.isnan(b))
 
 
 def read_window(scene: Scene, window: Window, pad: tuple[int, int] = (0, 0)) -> tuple[np.ndarray, np.ndarray]:

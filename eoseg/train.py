@@ -93,7 +93,7 @@ def build_network(cfg: TrainConfig, in_channels: int, num_classes: int) -> nn.Mo
     return model
 
 
-def _give_input_statistics(model: nn.Module, template, cfg: TrainConfig) -> None:
+def _give_input_statistics(model: nn.Module, template) -> None:
     """A model computing spectral indices from its input learns on reflectance: it is given the z-score."""
     from eoseg.models.unet import set_input_statistics
 
@@ -296,7 +296,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     device = resolve_device(cfg.device)
     amp = resolve_precision(cfg.precision, device)
     model = build_network(cfg, len(roles), num_classes)
-    _give_input_statistics(model, template, cfg)
+    _give_input_statistics(model, template)
     model = model.to(device)
     multiple = input_multiple(cfg.model.name)
     if manifest.tile_size % multiple:
