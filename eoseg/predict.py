@@ -45,7 +45,7 @@ from eoseg.radiometry import Scaling, check_reflectance_range, scene_scaling
 from eoseg.scene import Scene, SceneReader, light_preflight, map_bands, open_scene, preflight
 from eoseg.shoreline import METHODS as SHORELINE_METHODS
 from eoseg.shoreline import index_shoreline, shoreline_writer, water_probability
-from eoseg.standardize import Standardization
+from eoseg.standardize import Standardization, fill_invalid
 from eoseg.stitch import RowSink, StripAccumulator
 from eoseg.transfer import DeviceOps, HostBatches, device_ops
 
@@ -408,12 +408,13 @@ def standardize_in_place(standardization: Standardization, data: np.ndarray, val
     """Apply a per-pixel standardization to a strip (C, H, W) column block by column block, into ``data``.
 
     A full-width strip of a wide scene is tens of MB per band; the transform's temporaries (scaling, clipping,
-    z-score) are made per block, so they do not grow with the scene's width.
+    z-score) are made per block, so they do not grow with the scene's width. Invalid pixels are filled once
+    over the whole strip (:func:`~eoseg.standardize.fill_invalid`), so the fill does not depend on the blocks.
     """
     for c0 in range(0, data.shape[2], STANDARDIZE_COLUMNS):
         cols = slice(c0, c0 + STANDARDIZE_COLUMNS)
-        data[:, :, cols] = standardization.apply(data[:, :, cols], valid[:, cols])
-    return data
+        data[:, :, cols] = standardization.transform(data[:, :, cols], valid[:, cols])
+    return fill_invalid(data, valid)
 
 
 def strip_tile_reader(reader: SceneReader, grid: TileGrid, standardization: Standardization,

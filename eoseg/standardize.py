@@ -17,7 +17,10 @@ Modes
   :data:`~eoseg.radiometry.REFLECTANCE_RANGE`, then the stored per-band mean / std z-score. A pixel's value
   does not depend on the rest of the scene.
 
-Invalid (nodata) pixels are set to 0 after the transform, i.e. to the mean.
+Invalid (nodata) pixels take the transformed value of the nearest valid pixel (:func:`fill_invalid`), as a
+scene's edge is extended by padding: a scene clipped to a footprint (a CoastSat tile's collar, a Landsat scene's
+corners, a Sentinel-2 tile edge) shows the model its coast continuing, not a flat grey region whose edge looks
+like a shore. A tile with no valid pixel is all 0 (the mean). Training and prediction fill alike.
 """
 
 from __future__ import annotations
@@ -85,6 +88,12 @@ class Standardization:
 
     def apply(self, x: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
         """Standardize ``x`` (C, H, W) float32; ``valid`` (H, W) marks the pixels that count."""
+        out = self.transform(x, valid)
+        return out if valid is None else fill_invalid(out, valid)
+
+    def transform(self, x: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+        """:meth:`apply` with invalid pixels set to 0 instead of filled: for a strip transformed piece by
+        piece and filled once as a whole (:func:`eoseg.predict.standardize_in_place`)."""
         x = np.asarray(x, dtype=np.float32)
         out = image_zscore(x, valid) if self.mode == "image" else self._per_band(x)
         if valid is not None:
@@ -150,6 +159,20 @@ class Standardization:
         scaling = Scaling.from_dict(data["scaling"]) if data.get("scaling") else None
         return cls(mode=data.get("mode", "scene"), mean=tup(data.get("mean")), std=tup(data.get("std")),
                    low=tup(data.get("low")), high=tup(data.get("high")), scaling=scaling)
+
+
+def fill_invalid(x: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """``x`` (C, H, W) with each invalid pixel set to the value of its nearest valid pixel, in place; unchanged
+    when every pixel or none is valid. Nearest by chessboard distance (scipy's chamfer transform: a quarter of
+    the Euclidean transform's time on a 640 × 2048 strip block, the same fill but for ties)."""
+    invalid = ~valid
+    if not invalid.any() or invalid.all():
+        return x
+    from scipy.ndimage import distance_transform_cdt
+
+    rows, cols = distance_transform_cdt(invalid, metric="chessboard", return_distances=False, return_indices=True)
+    x[:, invalid] = x[:, rows[invalid], cols[invalid]]
+    return x
 
 
 def reflectance(x: np.ndarray, scaling: Scaling) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Standardization: the percentile ``stretch`` mode (values, clipping, constant bands)."""
+"""Standardization: the percentile ``stretch`` mode (values, clipping, constant bands) and the nodata fill."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import rasterio
 
 from eoseg.predict import predict_scene
-from eoseg.standardize import STRETCH_RANGE, Standardization
+from eoseg.standardize import STRETCH_RANGE, Standardization, fill_invalid
 
 
 def _stretch(**kwargs) -> Standardization:
@@ -88,3 +88,31 @@ def test_predict_warns_once_per_scene_naming_the_band(constant_nir_scene, bundle
     warnings = [r.getMessage() for r in caplog.records if "constant band" in r.getMessage()]
     assert result.tiles == 9 and len(warnings) == 1
     assert "nir (band 4) = 1234" in warnings[0]
+
+
+def test_invalid_pixels_take_the_nearest_valid_pixels_value():
+    x = np.arange(2 * 1 * 5, dtype=np.float32).reshape(2, 1, 5)
+    valid = np.array([[False, False, False, True, True]])  # a collar over the left part of a row
+    out = fill_invalid(x.copy(), valid)
+    np.testing.assert_array_equal(out[:, 0, 3:], x[:, 0, 3:])  # valid pixels untouched
+    np.testing.assert_array_equal(out[:, 0, :3], np.repeat(x[:, 0, 3:4], 3, axis=1))
+    # in 2-D each filled value comes from the collar's edge (a valid pixel beside the collar)
+    x2 = np.random.default_rng(0).random((1, 6, 6), np.float32)
+    valid2 = np.add.outer(np.arange(6), np.arange(6)) >= 5
+    out2 = fill_invalid(x2.copy(), valid2)
+    edge = valid2 & (np.add.outer(np.arange(6), np.arange(6)) <= 6)
+    assert set(out2[0][~valid2].tolist()) <= set(x2[0][edge].tolist())
+
+
+def test_a_tile_with_no_valid_pixel_is_the_mean():
+    x = np.full((1, 2, 2), 7.0, np.float32)
+    out = Standardization("fixed", mean=(7.0,), std=(1.0,)).apply(x, np.zeros((2, 2), bool))
+    np.testing.assert_array_equal(out, 0.0)
+
+
+def test_apply_fills_and_transform_leaves_zeros():
+    std = Standardization("fixed", mean=(1.0,), std=(2.0,))
+    x = np.array([[[5.0, -9999.0]]], np.float32)
+    valid = np.array([[True, False]])
+    np.testing.assert_array_equal(std.transform(x, valid), [[[2.0, 0.0]]])
+    np.testing.assert_array_equal(std.apply(x, valid), [[[2.0, 2.0]]])
