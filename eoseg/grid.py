@@ -4,7 +4,8 @@ A :class:`Tile` is a value: its window in the scene, its affine transform and CR
 needed when the scene is smaller than a tile. Tiles start every ``size - overlap`` pixels; the last
 row and column are pulled back inside the scene (so they overlap their neighbour by more than
 ``overlap``) instead of being padded. Only a scene smaller than one tile along an axis is padded
-(reflect padding, removed before anything is written).
+(up to the next multiple of 32 px; marked invalid, so the standardization fills it like nodata from the
+nearest valid pixel; removed before anything is written).
 """
 
 from __future__ import annotations
@@ -91,8 +92,8 @@ def fit_tile(height: int, width: int, size: int, overlap: int) -> tuple[int, int
     """The tile size and overlap for a scene: ``size`` unless the scene's short side is smaller, in which case
     the short side rounded up to :data:`MODEL_MULTIPLE` (overlap scaled alike).
 
-    A tile much larger than the scene would be mostly reflect padding: mirrored copies of the coast that no
-    training tile looked like (a 140 px wide Landsat strip in a 512 px tile is 73 % mirror).
+    A tile much larger than the scene would be mostly padding: a filled margin that no training tile looked
+    like (a 140 px wide Landsat strip in a 512 px tile would be 73 % padding).
     """
     short = min(height, width)
     if short >= size:
