@@ -6,13 +6,12 @@ Sources
 - ``scene``: a GeoTIFF with a label raster on the same grid, or label polygons (GeoPackage / GeoJSON /
   Shapefile) whose class field is rasterized onto the scene grid (unlabelled pixels → ignore).
 
-Every source image (a chip or a scene: a "scene" below) is remapped (``remap: {old: new}``), cut with the
-same :class:`~eoseg.grid.TileGrid` as predict and padded to ``tile_size`` × ``tile_size`` (image: marked
-invalid, filled like nodata when standardized; label: ignore), and tiles with no labelled pixel are
-dropped. Scenes are split into train / validation / test by group (scene, date or a file-name pattern) so
-that near-duplicates stay on
-one side. Tiles are written raw (not standardized) as compressed ``.npz`` (``image`` (C, S, S) in the source
-dtype, ``label`` (S, S) uint8, ``valid`` (S, S) bool); ``manifest.json`` records bands, classes, split,
+Every source image (a chip or a scene: a "scene" below) is remapped (``remap: {old: new}``), cut with the same
+:class:`~eoseg.grid.TileGrid` as predict and padded to ``tile_size`` × ``tile_size`` (image: marked invalid,
+filled like nodata when standardized; label: ignore), and tiles with no labelled pixel are dropped. Scenes are
+split into train / validation / test by group (scene, date or a file-name pattern) so that near-duplicates
+stay on one side. Tiles are written raw (not standardized) as compressed ``.npz`` (``image`` (C, S, S) in the
+source dtype, ``label`` (S, S) uint8, ``valid`` (S, S) bool); ``manifest.json`` records bands, classes, split,
 sources, each scene's statistics (mean / std / 2nd and 98th percentiles over its valid pixels, as
 :func:`eoseg.scene.preflight` computes them at predict time) and the pooled statistics of the train split.
 
