@@ -17,11 +17,14 @@ Measured in one run (machines are noisy, so ratios are what count), each figure 
 - with ``--product``: the same scene as a Sentinel-2 product folder (per-band files, B11/B12 at 20 m, read through
   a VRT and resampled on the fly) vs the stacked GeoTIFF: MP/s and peak RSS ratios, and whether the class
   rasters are identical;
+- with ``--collar``: the scene with a slanted nodata collar over its west part (as a scene clipped to a footprint
+  is) vs the scene as it is: end-to-end seconds per valid megapixel and the reader's CPU seconds, which hold
+  the nearest-valid fill of the nodata pixels (eoseg.standardize.fill_invalid);
 - with ``--shoreline [--shoreline-method prob|index]`` the peak-RSS runs also trace the shoreline (the memory
   target holds for the shoreline too: it is streamed from the finished rows).
 
 Usage: python bench/predict.py [--models resunet,smp-resnet18] [--precision auto] [--skip-large] [--quick]
-                               [--product] [--shoreline] [--shoreline-method prob|index]
+                               [--product] [--collar] [--shoreline] [--shoreline-method prob|index]
 (``--quick``: the default model only, and the 60 MP ratio skipped; the overhead and memory runs are kept.)
 """
 
@@ -118,6 +121,7 @@ def child(args: argparse.Namespace) -> None:
     else:
         result = predictor.predict(args.scene, args.out, progress=False)
         out |= {"seconds": result.seconds, "pixels": result.width * result.height, "tiles": result.tiles,
+                "valid_fraction": result.quality["valid_fraction"],
                 "classes": str(result.outputs["classes"]), "stages": result.stage_cpu_seconds}
         out["peak_rss_mib"] = peak_rss_mib()  # before the polygon timing below, which is not part of predict
         if polygon_options:
@@ -215,6 +219,8 @@ def main() -> None:
     parser.add_argument("--simplify", type=float, default=10.0, help="CRS units, for the peak RSS runs")
     parser.add_argument("--product", action="store_true",
                         help="also predict the scene as a Sentinel-2 product folder (per-band files, 20 m bands)")
+    parser.add_argument("--collar", action="store_true",
+                        help="also predict the scene with a slanted nodata collar over its west part")
     parser.add_argument("--shoreline", action="store_true", help="the peak RSS runs also trace the shoreline")
     parser.add_argument("--shoreline-method", default="prob", choices=["prob", "index"])
     parser.add_argument("--child", choices=["e2e", "e2e-polygons", "forward"])
@@ -243,6 +249,11 @@ def main() -> None:
             product = measure("e2e", make_product(args.scene, tmp / "S2A_18SVG_20160112_0_L1C"), tmp / "product",
                               args, "resunet")
             report_product(stack, product)
+        if args.collar:
+            plain = measure("e2e", args.scene, tmp / "plain", args, "resunet")
+            collared = measure("e2e", make_collar(args.scene, tmp / "collar.tif"), tmp / "collared", args,
+                               "resunet")
+            report_collar(plain, collared)
         if big is not None:
             e2e = measure("e2e", big, tmp / "free", args, FREE)
             fwd = measure("forward", big, tmp / "free-fwd", args, FREE)
@@ -275,6 +286,31 @@ def make_product(stack: Path, folder: Path) -> Path:
             with rasterio.open(folder / f"{name}.tif", "w", **meta) as dst:
                 dst.write(data, 1)
     return folder
+
+
+def make_collar(scene: Path, dst: Path) -> Path:
+    """``scene`` with the nodata value written over a slanted west part (about a third of it)."""
+    import rasterio
+
+    with rasterio.open(scene) as src:
+        data, profile, names = src.read(), src.profile, src.descriptions
+    rows, cols = np.mgrid[:src.height, :src.width]
+    data[:, cols + 0.3 * rows < 0.2 * src.width + 0.3 * src.height] = profile["nodata"]
+    with rasterio.open(dst, "w", **profile) as out:
+        out.write(data)
+        out.descriptions = names
+    return dst
+
+
+def report_collar(plain: dict, collared: dict) -> None:
+    def per_valid_mp(m: dict) -> float:
+        return m["seconds"] / (m["pixels"] * m["valid_fraction"] / 1e6)
+
+    print(f"the scene with a slanted nodata collar ({1 - collared['valid_fraction']:.0%} nodata) vs as it is:")
+    for label, m in (("as it is", plain), ("collar", collared)):
+        print(f"  {label:9s} {m['seconds']:6.2f} s  {per_valid_mp(m):.3f} s per valid MP  {m['tiles']} tiles  "
+              f"(stage CPU s: {stages(m)})")
+    print(f"  ratio s per valid MP collar / as it is = {per_valid_mp(collared) / per_valid_mp(plain):.3f}")
 
 
 def report_product(stack: dict, product: dict) -> None:
