@@ -5,6 +5,10 @@ Geometric transforms (applied per sample, identically to image and label):
 - a small random affine as Segmentation Gym's Keras ``ImageDataGenerator`` (rotation ± degrees, shift
   ± fraction of the size, zoom ± fraction), resampled with ``grid_sample``: bilinear with reflection
   for the image, nearest for the label, and label pixels mapped from outside the tile set to ignore.
+Surface albedo (image only): ``gain`` multiplies a sample's reflectance by one random factor, log-uniform in
+[1 / (1 + gain), 1 + gain], for all bands: dark sand and gravel beaches (Klamath, Elwha) reflect half of what
+bright quartz sand does, with the same shape across bands. It scales about the standardized value of zero
+reflectance, so it needs a standardization that fixes one (``reflectance``, ``fixed``).
 Photometric jitter (image only, on standardized values): brightness (± shift) and contrast (± relative
 scale about each sample's mean), per band or for all bands.
 Sensor differences (image only): ``resolution`` averages a sample over blocks of a random size in
@@ -17,20 +21,28 @@ random positive shift that is largest in the first band (blue) and falls to a fi
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 
 from eoseg.classes import NODATA_CLASS
 from eoseg.config import AugmentConfig
+from eoseg.errors import ConfigError
 
 
 class Augmenter:
     """``augmenter(x (N, C, H, W) float, y (N, H, W) int) -> (x, y)``; deterministic for a given seed."""
 
-    def __init__(self, cfg: AugmentConfig, seed: int = 0, ignore_index: int = NODATA_CLASS):
+    def __init__(self, cfg: AugmentConfig, seed: int = 0, ignore_index: int = NODATA_CLASS,
+                 zero: Sequence[float] | None = None):
+        """``zero``: each band's standardized value of zero reflectance (``-mean / std``), which ``gain`` needs."""
+        if cfg.enabled and cfg.gain and zero is None:
+            raise ConfigError("augment.gain scales reflectance, and this standardization does not fix its zero",
+                              path="augment.gain", fix="use standardization: reflectance (or fixed), or set gain: 0")
         self.cfg = cfg
         self.ignore_index = ignore_index
+        self.zero = None if zero is None else torch.tensor(zero, dtype=torch.float32)
         self.generator = torch.Generator().manual_seed(seed)
 
     def _uniform(self, n: int, bound: float) -> torch.Tensor:
@@ -46,6 +58,8 @@ class Augmenter:
         x, y = self._flips(x, y)
         if self.cfg.rotation or self.cfg.shift or self.cfg.zoom:
             x, y = self._affine(x, y)
+        if self.cfg.gain:
+            x = self._gain(x)
         if self.cfg.brightness or self.cfg.contrast:
             x = self._photometric(x)
         if self.cfg.resolution:
@@ -80,6 +94,12 @@ class Augmenter:
 
     def _affine(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return warp(x, y, self.theta(x.shape[0]), self.ignore_index)
+
+    def _gain(self, x: torch.Tensor) -> torch.Tensor:
+        n, c = x.shape[:2]
+        factor = torch.exp(self._uniform(n, math.log1p(self.cfg.gain))).view(n, 1, 1, 1).to(x)
+        zero = self.zero.view(1, c, 1, 1).to(x)
+        return zero + (x - zero) * factor
 
     def _photometric(self, x: torch.Tensor) -> torch.Tensor:
         # per band: each band shifted and scaled on its own, as when a scene's per-band stretch differs from

@@ -140,6 +140,9 @@ class AugmentConfig(_Strict):
     rotation: float = Field(5.0, ge=0, le=180)  # degrees, ± (Gym: AUG_ROT)
     shift: float = Field(0.05, ge=0, lt=1)  # fraction of size, ± (Gym: AUG_WIDTHSHIFT / AUG_HEIGHTSHIFT)
     zoom: float = Field(0.05, ge=0, lt=1)  # ± fraction (Gym: AUG_ZOOM)
+    # one reflectance factor for all bands, log-uniform in [1 / (1 + gain), 1 + gain]: the albedo of the sediment
+    # (dark sand and gravel vs quartz sand) and of the illumination; needs reflectance or fixed standardization
+    gain: float = Field(0.0, ge=0, le=3)
     brightness: float = Field(0.0, ge=0)  # ± shift in standardized units
     contrast: float = Field(0.0, ge=0, lt=1)  # ± relative
     per_band: bool = False  # brightness / contrast drawn for each band on its own

@@ -60,6 +60,14 @@ class Standardization:
             )
 
     @property
+    def zero(self) -> tuple[float, ...] | None:
+        """Each band's standardized value of zero reflectance (``reflectance``) or of zero (``fixed``): the point
+        a reflectance gain scales about; None where the standardization depends on the scene."""
+        if self.mode not in ("reflectance", "fixed") or self.mean is None or self.std is None:
+            return None
+        return tuple(-m / max(s, _EPS) for m, s in zip(self.mean, self.std, strict=True))
+
+    @property
     def needs_scene_stats(self) -> bool:
         return self.mode in ("scene", "stretch")
 

@@ -131,3 +131,38 @@ def test_resolution_and_haze_change_images_not_labels():
     # haze: positive, largest in the first band, falling to a fifth of it in the last
     assert (shift[:, 0] >= shift[:, -1]).all() and (shift >= 0).all() and (shift[:, 0] > 0).any()
     assert torch.allclose(shift[:, -1], shift[:, 0] * 0.2, atol=1e-4)
+
+
+def test_gain_scales_reflectance_of_a_real_crop_by_one_factor_per_sample(klamath_scene):
+    """Standardized Klamath reflectance, un-standardized after ``gain``: every band and pixel of a sample is
+    its reflectance times the same factor, within [1 / 1.5, 1.5]; labels untouched."""
+    import numpy as np
+    import rasterio
+
+    from eoseg.standardize import Standardization
+
+    with rasterio.open(klamath_scene) as ds:
+        refl = ds.read(indexes=[1, 2, 3, 4, 5], window=rasterio.windows.Window(40, 100, 64, 64)).astype(np.float32)
+    assert np.isfinite(refl).all() and refl.min() > 0
+    mean = refl.mean(axis=(1, 2)).astype(float)
+    std = refl.std(axis=(1, 2)).astype(float)
+    template = Standardization("reflectance", mean=tuple(mean), std=tuple(std))
+    x = torch.from_numpy((refl - mean[:, None, None]) / std[:, None, None]).float().repeat(4, 1, 1, 1)
+    y = torch.ones(4, 64, 64, dtype=torch.long)
+    cfg = AugmentConfig(hflip=False, rotation=0, shift=0, zoom=0, gain=0.5)
+    xa, ya = Augmenter(cfg, seed=2, zero=template.zero)(x, y)
+    back = xa.numpy() * std[None, :, None, None] + mean[None, :, None, None]
+    ratio = back / refl[None]
+    factors = ratio.reshape(4, -1)
+    assert np.allclose(factors, factors[:, :1], rtol=1e-3)  # one factor per sample, all bands and pixels
+    assert (factors[:, 0] >= 1 / 1.5 - 1e-4).all() and (factors[:, 0] <= 1.5 + 1e-4).all()
+    assert factors[:, 0].std() > 0.01 and torch.equal(ya, y)
+
+
+def test_gain_needs_a_standardization_with_a_zero():
+    from eoseg.errors import ConfigError
+    from eoseg.standardize import Standardization
+
+    assert Standardization("stretch").zero is None
+    with pytest.raises(ConfigError, match="augment.gain"):
+        Augmenter(AugmentConfig(gain=0.3), zero=Standardization("image").zero)

@@ -160,14 +160,15 @@ def reflectance_dataset(tmp_path: Path):
 
 
 def test_reflectance_model_from_a_scene_source_records_its_bands(tmp_path):
-    """Train on the Sentinel-2 crop in reflectance mode: the card keeps the statistics, mapping and scaling."""
+    """Train on the Sentinel-2 crop in reflectance mode (with the albedo gain, which scales reflectance): the
+    card keeps the statistics, mapping and scaling."""
     import json
 
     from eoseg.predict import predict_scene
 
     dataset = reflectance_dataset(tmp_path)
     result = train(train_config(dataset.path, tmp_path / "run", epochs=1, standardization="reflectance",
-                                bands=["red", "swir1"], bundle={"resolution_m": [10, 30]}))
+                                bands=["red", "swir1"], bundle={"resolution_m": [10, 30]}, augment={"gain": 0.5}))
     card = json.loads((result.bundle / "card.json").read_text())
     assert card["resolution_m"] == [10.0, 30.0]
     refl = dataset.scenes["virginia"]["stats"]["reflectance"]
@@ -212,6 +213,9 @@ def test_a_model_with_spectral_indices_sees_the_scenes_ndwi(tmp_path, data):
 
     with pytest.raises(ConfigError, match="indices needs reflectance"):  # Ocean Beach chips: no reflectance
         train(train_config(data, tmp_path / "run2", epochs=1, model={"name": "resunet", "params": params}))
+    with pytest.raises(ConfigError, match="augment.gain"):  # nor a zero reflectance to scale about
+        train(train_config(data, tmp_path / "run3", epochs=1, augment={"gain": 0.5}))
+    assert not (tmp_path / "run3").exists()
 
 
 @pytest.mark.parametrize("loss", ["cce", "dice_focal", "lovasz"])
