@@ -8,7 +8,9 @@ Geometric transforms (applied per sample, identically to image and label):
 Surface albedo (image only): ``gain`` multiplies a sample's reflectance by one random factor, log-uniform in
 [1 / (1 + gain), 1 + gain], for all bands: dark sand and gravel beaches (Klamath, Elwha) reflect half of what
 bright quartz sand does, with the same shape across bands. It scales about the standardized value of zero
-reflectance, so it needs a standardization that fixes one (``reflectance``, ``fixed``).
+reflectance, so it needs a standardization that fixes one (``reflectance``, ``fixed``). With
+``gain_classes`` only those label classes' pixels (sand) change, their edges blended over 3 px: the rest of the
+scene (marsh a few hundredths of reflectance above water in SWIR1) keeps its values.
 Photometric jitter (image only, on standardized values): brightness (± shift) and contrast (± relative
 scale about each sample's mean), per band or for all bands.
 Sensor differences (image only): ``resolution`` averages a sample over blocks of a random size in
@@ -59,7 +61,7 @@ class Augmenter:
         if self.cfg.rotation or self.cfg.shift or self.cfg.zoom:
             x, y = self._affine(x, y)
         if self.cfg.gain:
-            x = self._gain(x)
+            x = self._gain(x, y)
         if self.cfg.brightness or self.cfg.contrast:
             x = self._photometric(x)
         if self.cfg.resolution:
@@ -95,9 +97,13 @@ class Augmenter:
     def _affine(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return warp(x, y, self.theta(x.shape[0]), self.ignore_index)
 
-    def _gain(self, x: torch.Tensor) -> torch.Tensor:
+    def _gain(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         n, c = x.shape[:2]
         factor = torch.exp(self._uniform(n, math.log1p(self.cfg.gain))).view(n, 1, 1, 1).to(x)
+        if self.cfg.gain_classes:
+            inside = torch.isin(y, torch.tensor(self.cfg.gain_classes, device=y.device)).unsqueeze(1).to(x)
+            weight = F.avg_pool2d(inside, 3, stride=1, padding=1, count_include_pad=False)
+            factor = 1.0 + (factor - 1.0) * weight
         zero = self.zero.view(1, c, 1, 1).to(x)
         return zero + (x - zero) * factor
 

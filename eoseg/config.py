@@ -143,6 +143,8 @@ class AugmentConfig(_Strict):
     # one reflectance factor for all bands, log-uniform in [1 / (1 + gain), 1 + gain]: the albedo of the sediment
     # (dark sand and gravel vs quartz sand) and of the illumination; needs reflectance or fixed standardization
     gain: float = Field(0.0, ge=0, le=3)
+    # the label classes whose pixels the gain applies to (edges blended over 3 px); empty: the whole sample
+    gain_classes: list[int] = Field(default_factory=list)
     brightness: float = Field(0.0, ge=0)  # ± shift in standardized units
     contrast: float = Field(0.0, ge=0, lt=1)  # ± relative
     per_band: bool = False  # brightness / contrast drawn for each band on its own

@@ -166,3 +166,24 @@ def test_gain_needs_a_standardization_with_a_zero():
     assert Standardization("stretch").zero is None
     with pytest.raises(ConfigError, match="augment.gain"):
         Augmenter(AugmentConfig(gain=0.3), zero=Standardization("image").zero)
+
+
+def test_gain_classes_change_only_those_pixels_and_their_edge(klamath_scene):
+    """``gain_classes``: the factor applies inside the class, blends over its edge, and leaves the rest alone."""
+    import numpy as np
+    import rasterio
+
+    with rasterio.open(klamath_scene) as ds:
+        refl = ds.read(indexes=[1, 2, 3, 4, 5], window=rasterio.windows.Window(40, 100, 64, 64))
+    x = torch.from_numpy(refl.astype(np.float32))[None].repeat(2, 1, 1, 1)
+    y = torch.full((2, 64, 64), 3, dtype=torch.long)
+    y[:, 20:40, 10:30] = 2  # a "sand" square
+    y[:, 0:5, :] = 255
+    cfg = AugmentConfig(hflip=False, rotation=0, shift=0, zoom=0, gain=0.5, gain_classes=[2])
+    xa, ya = Augmenter(cfg, seed=5, zero=(0.0,) * 5)(x, y)  # standardized = reflectance: zero at 0
+    ratio = (xa / x).numpy()
+    inner, outside = ratio[:, :, 21:39, 11:29], ratio[:, :, 42:, 32:]
+    assert np.allclose(inner, inner[:, :1, :1, :1], rtol=1e-4) and (np.abs(inner[:, 0, 0, 0] - 1) > 0.01).all()
+    assert np.allclose(outside, 1.0) and np.allclose(ratio[:, :, :5], 1.0)
+    edge = ratio[:, 0, 30, 9]  # one pixel outside the square: a third of the way
+    assert np.allclose(edge - 1, (inner[:, 0, 0, 0] - 1) / 3, rtol=1e-3) and torch.equal(ya, y)
