@@ -200,6 +200,10 @@ class TrainConfig(_Strict):
     bundle: BundleConfig = Field(default_factory=BundleConfig)
     epochs: int = Field(100, ge=1)
     batch_size: int = Field(8, ge=1)
+    # an exponential moving average of the weights and BatchNorm statistics, updated after every optimizer step
+    # with this decay (0.99: about the last 100 steps); validation, early stopping and the bundle use the
+    # average instead of the last step's weights. 0: off
+    ema: float = Field(0.0, ge=0, lt=1)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     device: str = "auto"
     seed: int = 0

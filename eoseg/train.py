@@ -14,7 +14,7 @@ import csv
 import logging
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -160,8 +160,29 @@ class EarlyStopping:
         return self.bad_epochs >= self.patience
 
 
+class WeightAverage:
+    """An exponential moving average of a model's weights and BatchNorm running statistics (Polyak averaging):
+    ``module`` is a copy of the model that :meth:`update` moves ``1 - decay`` of the way to the model's state.
+    Integer buffers (BatchNorm's batch counters) are copied."""
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.decay = decay
+        self.module = copy.deepcopy(model).eval()
+        for p in self.module.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        for avg, current in zip(self.module.state_dict().values(), model.state_dict().values(), strict=True):
+            if avg.dtype.is_floating_point:
+                avg.lerp_(current.detach(), 1.0 - self.decay)
+            else:
+                avg.copy_(current)
+
+
 def train_epoch(model: nn.Module, loader: Iterable, loss_fn: nn.Module, optimizer: torch.optim.Optimizer,
-                augmenter: Augmenter, device: torch.device, amp: torch.dtype | None, scaler, bar=None) -> float:
+                augmenter: Augmenter, device: torch.device, amp: torch.dtype | None, scaler, bar=None,
+                after_step: Callable[[nn.Module], None] | None = None) -> float:
     model.train()
     total, count = 0.0, 0
     for x, y, _ in loader:
@@ -178,6 +199,8 @@ def train_epoch(model: nn.Module, loader: Iterable, loss_fn: nn.Module, optimize
         else:
             loss.backward()
             optimizer.step()
+        if after_step is not None:
+            after_step(model)
         total += float(loss.detach()) * x.shape[0]
         count += x.shape[0]
         if bar is not None:
@@ -314,6 +337,8 @@ def train(cfg: TrainConfig) -> TrainResult:
     train_loader = make_loader(train_ds, cfg.batch_size, True, cfg.seed, cfg.num_workers)
     val_loader = make_loader(val_ds, cfg.batch_size, False, cfg.seed, cfg.num_workers)
 
+    average = WeightAverage(model, cfg.ema) if cfg.ema else None
+    scored = average.module if average else model  # the weights validated, early-stopped on and bundled
     history: list[dict] = []
     best_state, best_metrics = copy.deepcopy(model.state_dict()), {}
     first_epoch = 0
@@ -323,6 +348,8 @@ def train(cfg: TrainConfig) -> TrainResult:
         optimizer.load_state_dict(ck["optimizer"])
         scheduler.load_state_dict(ck["scheduler"])
         augmenter.generator.set_state(ck["augment_rng"])
+        if average is not None:
+            average.module.load_state_dict(ck["average"])
         train_loader.generator.set_state(ck["loader_rng"])
         torch.set_rng_state(ck["torch_rng"])
         best_state, best_metrics, history = ck["best_state"], ck["best_metrics"], ck["history"]
@@ -339,8 +366,9 @@ def train(cfg: TrainConfig) -> TrainResult:
         lr = scheduler.lr
         with tqdm(total=len(train_loader), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress,
                   leave=False, unit="batch") as bar:
-            train_loss = train_epoch(model, train_loader, loss_fn, optimizer, augmenter, device, amp, scaler, bar)
-        val_loss, val_metrics = evaluate_loader(model, val_loader, loss_fn, num_classes, ignore, device, amp, names)
+            train_loss = train_epoch(model, train_loader, loss_fn, optimizer, augmenter, device, amp, scaler, bar,
+                                     after_step=average.update if average else None)
+        val_loss, val_metrics = evaluate_loader(scored, val_loader, loss_fn, num_classes, ignore, device, amp, names)
         row = {"epoch": epoch + 1, "lr": lr, "train_loss": train_loss, "val_loss": val_loss,
                **summary(val_metrics, "val_"), "seconds": round(time.perf_counter() - t0, 3)}
         history.append(row)
@@ -348,7 +376,7 @@ def train(cfg: TrainConfig) -> TrainResult:
             raise ConfigError(f"early_stopping.monitor {monitor!r} is not a logged value",
                               path="early_stopping.monitor", fix=f"use one of: {', '.join(list(row)[2:-1])}")
         if stopper.update(row[monitor], epoch):
-            best_state, best_metrics = copy.deepcopy(model.state_dict()), val_metrics
+            best_state, best_metrics = copy.deepcopy(scored.state_dict()), val_metrics
         scheduler.step(row[monitor])
         if cfg.progress:
             tqdm.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
@@ -360,6 +388,7 @@ def train(cfg: TrainConfig) -> TrainResult:
             "best": stopper.best, "best_epoch": stopper.best_epoch, "bad_epochs": stopper.bad_epochs,
             "augment_rng": augmenter.generator.get_state(), "loader_rng": train_loader.generator.get_state(),
             "torch_rng": torch.get_rng_state(), "config": dump_config(cfg),
+            "average": average.module.state_dict() if average else None,
         })
     else:
         stopped_early = stopper.should_stop and len(history) < cfg.epochs

@@ -88,13 +88,40 @@ def test_run_directory_and_bundle(run):
     assert bundle.model(x).shape == (1, 4, 64, 64)
 
 
-def test_resume_continues_identically(data, tmp_path):
-    full = train(train_config(data, tmp_path / "full", epochs=2, bands=["red", "nir"]))
-    train(train_config(data, tmp_path / "part", epochs=1, bands=["red", "nir"]))
+@pytest.mark.parametrize("ema", [0.0, 0.9])
+def test_resume_continues_identically(data, tmp_path, ema):
+    full = train(train_config(data, tmp_path / "full", epochs=2, bands=["red", "nir"], ema=ema))
+    train(train_config(data, tmp_path / "part", epochs=1, bands=["red", "nir"], ema=ema))
     part = str(tmp_path / "part")
-    resumed = train(train_config(data, tmp_path / "part", epochs=2, bands=["red", "nir"], resume=part))
+    resumed = train(train_config(data, tmp_path / "part", epochs=2, bands=["red", "nir"], resume=part, ema=ema))
     assert len(resumed.history) == 2
     assert resumed.history[-1]["val_loss"] == pytest.approx(full.history[-1]["val_loss"], rel=1e-4)
+
+
+def test_weight_average_is_what_is_validated_and_bundled(data, tmp_path):
+    """``ema``: the average moves 1 - decay of the way per step, BatchNorm statistics included; the bundle holds
+    the average (validated and early-stopped on), not the last step's weights."""
+    from eoseg.bundle import load_bundle
+    from eoseg.train import CHECKPOINT, WeightAverage
+
+    net = build_network(train_config(data, tmp_path / "x"), 4, 4)
+    average = WeightAverage(net, 0.75)
+    before = {k: v.clone() for k, v in average.module.state_dict().items()}
+    with torch.no_grad():
+        for v in net.state_dict().values():
+            v.add_(1)
+    average.update(net)
+    after = average.module.state_dict()
+    for key, value in net.state_dict().items():
+        expected = before[key] + 0.25 if value.dtype.is_floating_point else value
+        assert torch.allclose(after[key], expected.to(after[key].dtype)), key
+
+    result = train(train_config(data, tmp_path / "run", epochs=1, bands=["red", "nir"], ema=0.9))
+    checkpoint = torch.load(result.run_dir / CHECKPOINT, weights_only=False)
+    bundled = load_bundle(result.bundle).model.state_dict()
+    name = next(k for k, v in bundled.items() if v.dtype.is_floating_point and v.dim() == 4)
+    assert torch.allclose(bundled[name], checkpoint["average"][name].cpu())
+    assert not torch.allclose(bundled[name], checkpoint["model"][name].cpu())
 
 
 def test_refuses_to_overwrite_a_run(data, run):
