@@ -22,7 +22,10 @@ Contenders, all scored with :func:`eoseg.metrics.confusion_matrix` over the same
 
 Outputs: a table per site and pooled (mean IoU, per-class IoU, pixels) on stdout, ``--out DIR`` with
 ``models.json`` and a confusion-matrix PNG per contender; ``--write-card`` writes each packaged model's
-``metrics.held_out_sites`` into its card (metrics only; the weights are untouched).
+``metrics.held_out_sites`` into its card (metrics only; the weights are untouched). Given three or more models
+(e.g. the bundles of several training seeds), it also prints each one's validation mean IoU (from its card)
+beside its held-out coastal dense mean IoU, and their Spearman rank correlation: whether choosing a run by its
+validation score, which never sees a test block, picks the run that maps the held-out sites best.
 
 Usage: python bench/models.py [--data data/ms] [--models resunet resunet-rgb] [--out bench-out/models]
        [--no-coastsat] [--write-card]
@@ -268,6 +271,29 @@ def print_table(results: dict, reference: str) -> None:
                   + f"   {m['pixels']}")
 
 
+def validation_miou(model: str) -> float | None:
+    from eoseg.bundle import CARD_FILE, resolve_bundle
+
+    card = json.loads((resolve_bundle(model) / CARD_FILE).read_text())
+    return (card.get("metrics", {}).get("validation") or {}).get("mean_iou")
+
+
+def print_selection(results: dict, models: Sequence[str]) -> dict | None:
+    """Validation mIoU (card) vs held-out coastal dense mIoU per model, and their Spearman correlation."""
+    from scipy.stats import spearmanr
+
+    pairs = [(m, validation_miou(m), results[m]["dense"]["coastal sites"]["miou"]) for m in models]
+    pairs = [p for p in pairs if p[1] is not None]
+    if len(pairs) < 3:
+        return None
+    rho = float(spearmanr([p[1] for p in pairs], [p[2] for p in pairs]).statistic)
+    print("\nrun selection: validation mIoU (card) vs held-out coastal dense mIoU")
+    for model, val, held in sorted(pairs, key=lambda p: p[1]):
+        print(f"{model:32s} {val:.3f}  {held:.3f}")
+    print(f"Spearman rank correlation over {len(pairs)} models: {rho:.3f}")
+    return {"spearman": rho, "models": {m: {"validation": v, "held_out_dense": h} for m, v, h in pairs}}
+
+
 def write_cards(results: dict, models: Sequence[str]) -> None:
     from eoseg.bundle import CARD_FILE, resolve_bundle
 
@@ -322,8 +348,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
                for name, preds in contenders.items()}
     for ref in ("dense", "strokes"):
         print_table(results, ref)
+    selection = print_selection(results, args.models)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "models.json").write_text(json.dumps({"results": results, "seconds": timings}, indent=2))
+    (args.out / "models.json").write_text(json.dumps({"results": results, "seconds": timings,
+                                                      "selection": selection}, indent=2))
     plot(results, args.out)
     if args.write_card:
         write_cards(results, args.models)

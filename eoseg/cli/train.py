@@ -19,13 +19,16 @@ from eoseg.cli.options import overwrite_opt, quiet_opt
               help="Run directory (default: the config's out:).")
 @click.option("--resume", type=click.Path(exists=True, path_type=Path), default=None,
               help="Resume from a run directory or its checkpoint.pt.")
+@click.option("--seeds", default=None, metavar="N,N,...",
+              help="Train one run per seed (<out>/seed-N) and bundle the one with the best validation score.")
 @overwrite_opt
 @quiet_opt
 def command(config_path: Path, overrides: tuple[str, ...], data: Path | None, out_dir: Path | None,
-            resume: Path | None, overwrite: bool, quiet: bool) -> None:
+            resume: Path | None, seeds: str | None, overwrite: bool, quiet: bool) -> None:
     """Train a model on an eoseg dataset and write a bundle that `eoseg predict` loads."""
     from eoseg.config import TrainConfig, load_config
-    from eoseg.train import train
+    from eoseg.errors import ConfigError
+    from eoseg.train import train, train_seeds
 
     extra: dict = {}
     for key, value in (("data", data), ("out", out_dir), ("resume", resume)):
@@ -35,7 +38,16 @@ def command(config_path: Path, overrides: tuple[str, ...], data: Path | None, ou
         extra["overwrite"] = True
     if quiet:
         extra["progress"] = False
-    result = train(load_config(TrainConfig, config_path, overrides, extra=extra))
+    cfg = load_config(TrainConfig, config_path, overrides, extra=extra)
+    if seeds is None:
+        result = train(cfg)
+    else:
+        try:
+            numbers = [int(s) for s in seeds.split(",") if s.strip()]
+        except ValueError:
+            raise ConfigError(f"--seeds {seeds!r} is not a comma-separated list of integers", path="--seeds",
+                              fix="e.g. --seeds 42,7,1") from None
+        result = train_seeds(cfg, numbers)
     m = result.val_metrics
     click.echo(f"{result.bundle}: best epoch {result.best_epoch}/{result.epochs_run} "
                f"({result.monitor}={result.best_value:.4f}); validation accuracy {m['overall_accuracy']:.4f}, "

@@ -48,3 +48,33 @@ def test_unknown_config_key_exit_code_2(tmp_path):
 def test_evaluate_needs_one_pair():
     res = CliRunner().invoke(main, ["evaluate", "--model", "x"])
     assert res.exit_code == 2 and "give either --model and --data, or --pred and --labels" in res.output
+
+
+def test_seed_sweep_bundles_the_best_validation_run(tmp_path):
+    """``--seeds``: one run per seed on the real Ocean Beach chips, the bundle of the best val_miou, seeds.csv."""
+    import csv
+    import json
+
+    runner = CliRunner()
+    assert runner.invoke(main, ["dataset", "-c", str(_dataset_yaml(tmp_path)), "-o", str(tmp_path / "ds"),
+                                "-q"]).exit_code == 0
+    args = ["train", "-c", "configs/resunet-gym.yaml", "--data", str(tmp_path / "ds"), "-o", str(tmp_path / "run"),
+            "-q", "--set", "epochs=1", "--set", "model.params.filters=4", "--set", "batch_size=4",
+            "--set", "early_stopping.monitor=val_miou"]
+    res = runner.invoke(main, [*args, "--seeds", "3,11"])
+    assert res.exit_code == 0, res.output
+    rows = list(csv.DictReader((tmp_path / "run" / "seeds.csv").open()))
+    assert [r["seed"] for r in rows] == ["3", "11"]
+    values = [float(r["best_value"]) for r in rows]
+    chosen = [r for r in rows if r["chosen"] == "True"]
+    assert len(chosen) == 1 and float(chosen[0]["best_value"]) == max(values)
+    card = json.loads((tmp_path / "run" / "bundle" / "card.json").read_text())
+    winner = json.loads((tmp_path / "run" / f"seed-{chosen[0]['seed']}" / "bundle" / "card.json").read_text())
+    assert card["weights_sha256"] == winner["weights_sha256"]
+    assert [s["seed"] for s in card["training"]["seed_sweep"]] == [3, 11]
+    assert card["training"]["config"]["seed"] == int(chosen[0]["seed"])
+
+    res = runner.invoke(main, [*args, "--seeds", "3,x"])
+    assert res.exit_code != 0 and "--seeds" in res.output and "e.g. --seeds 42,7,1" in res.output
+    res = runner.invoke(main, [*args, "--seeds", "5"])
+    assert res.exit_code != 0 and "two or more different seeds" in res.output
