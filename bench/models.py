@@ -271,10 +271,14 @@ def print_table(results: dict, reference: str) -> None:
                   + f"   {m['pixels']}")
 
 
-def validation_miou(model: str) -> float | None:
+def card_path(model: str) -> Path:
     from eoseg.bundle import CARD_FILE, resolve_bundle
 
-    card = json.loads((resolve_bundle(model) / CARD_FILE).read_text())
+    return resolve_bundle(model) / CARD_FILE
+
+
+def validation_miou(model: str) -> float | None:
+    card = json.loads(card_path(model).read_text())
     return (card.get("metrics", {}).get("validation") or {}).get("mean_iou")
 
 
@@ -295,10 +299,8 @@ def print_selection(results: dict, models: Sequence[str]) -> dict | None:
 
 
 def write_cards(results: dict, models: Sequence[str]) -> None:
-    from eoseg.bundle import CARD_FILE, resolve_bundle
-
     for model in models:
-        path = resolve_bundle(model) / CARD_FILE
+        path = card_path(model)
         card = json.loads(path.read_text())
         entry = {ref: {site: {k: v for k, v in m.items() if k != "confusion"} for site, m in res.items()}
                  for ref, res in results[model].items()}

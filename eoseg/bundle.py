@@ -449,6 +449,13 @@ def _commit(directory: Path, weights_tmp: Path, card_tmp: Path) -> None:
             backup.unlink(missing_ok=True)
 
 
+def refuse_existing_bundle(directory: Path, overwrite: bool) -> None:
+    """Raise :class:`OutputExistsError` where ``directory`` already holds a bundle and ``overwrite`` is off."""
+    if not overwrite and any((directory / f).exists() for f in (MODEL_FILE, CARD_FILE)):
+        raise OutputExistsError("a model bundle already exists here", path=directory,
+                                fix="pass overwrite=True (--overwrite) or choose another directory")
+
+
 def save_bundle(model: nn.Module, card: ModelCard, directory: str | os.PathLike, overwrite: bool = False) -> Path:
     """Write ``model.safetensors`` and ``card.json`` into ``directory``.
 
@@ -459,9 +466,7 @@ def save_bundle(model: nn.Module, card: ModelCard, directory: str | os.PathLike,
     from safetensors.torch import save_file
 
     directory = Path(directory).expanduser()
-    if not overwrite and any((directory / f).exists() for f in (MODEL_FILE, CARD_FILE)):
-        raise OutputExistsError("a model bundle already exists here", path=directory,
-                                fix="pass overwrite=True (--overwrite) or choose another directory")
+    refuse_existing_bundle(directory, overwrite)
     state = _cpu_state(model)
     _load_strict(build_from_card(card, directory), state, directory)  # would it load back?
     card_json(card)  # fails early (before anything is written) when the card cannot be JSON

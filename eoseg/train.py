@@ -442,7 +442,7 @@ def train_seeds(cfg: TrainConfig, seeds: Sequence[int]) -> TrainResult:
     Writes ``<out>/seeds.csv`` (seed, best epoch, best value, validation mean IoU, chosen) and records the sweep
     in the chosen bundle's card (``training.seed_sweep``).
     """
-    from eoseg.bundle import load_bundle, save_bundle
+    from eoseg.bundle import load_bundle, refuse_existing_bundle, save_bundle
 
     seeds = list(dict.fromkeys(seeds))
     if len(seeds) < 2:
@@ -451,7 +451,9 @@ def train_seeds(cfg: TrainConfig, seeds: Sequence[int]) -> TrainResult:
         raise ConfigError("--resume continues one run, not a seed sweep", path="--resume",
                           fix="resume <out>/seed-<n> on its own (without --seeds), then sweep again")
     out = Path(cfg.out)
-    target = cfg.bundle.directory or out / "bundle"
+    target = Path(cfg.bundle.directory or out / "bundle")
+    overwrite = cfg.bundle.overwrite or cfg.overwrite
+    refuse_existing_bundle(target, overwrite)  # before the runs, not after hours of them
     results = [train(cfg.model_copy(update={
         "seed": seed, "out": out / f"seed-{seed}",
         "bundle": cfg.bundle.model_copy(update={"directory": out / f"seed-{seed}" / "bundle"})}))
@@ -463,9 +465,9 @@ def train_seeds(cfg: TrainConfig, seeds: Sequence[int]) -> TrainResult:
              for seed, r in zip(seeds, results, strict=True)]
     bundle = load_bundle(best.bundle)
     card = replace(bundle.card, training={**bundle.card.training, "seed_sweep": sweep})
-    save_bundle(copy.deepcopy(bundle.model), card, target, overwrite=cfg.bundle.overwrite or cfg.overwrite)
+    save_bundle(copy.deepcopy(bundle.model), card, target, overwrite=overwrite)
     with (out / SEEDS_TABLE).open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(sweep[0]))
         writer.writeheader()
         writer.writerows(sweep)
-    return replace(best, bundle=Path(target))
+    return replace(best, bundle=target)

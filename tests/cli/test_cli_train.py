@@ -66,6 +66,7 @@ def test_seed_sweep_bundles_the_best_validation_run(tmp_path):
     rows = list(csv.DictReader((tmp_path / "run" / "seeds.csv").open()))
     assert [r["seed"] for r in rows] == ["3", "11"]
     values = [float(r["best_value"]) for r in rows]
+    assert values[0] != values[1]  # the choice between the two runs means something
     chosen = [r for r in rows if r["chosen"] == "True"]
     assert len(chosen) == 1 and float(chosen[0]["best_value"]) == max(values)
     card = json.loads((tmp_path / "run" / "bundle" / "card.json").read_text())
@@ -74,6 +75,10 @@ def test_seed_sweep_bundles_the_best_validation_run(tmp_path):
     assert [s["seed"] for s in card["training"]["seed_sweep"]] == [3, 11]
     assert card["training"]["config"]["seed"] == int(chosen[0]["seed"])
 
+    before = (tmp_path / "run" / "seeds.csv").read_text()
+    res = runner.invoke(main, [*args, "--seeds", "5,6"])  # no --overwrite: refused before any run
+    assert res.exit_code != 0 and "a model bundle already exists here" in res.output
+    assert not (tmp_path / "run" / "seed-5").exists() and (tmp_path / "run" / "seeds.csv").read_text() == before
     res = runner.invoke(main, [*args, "--seeds", "3,x"])
     assert res.exit_code != 0 and "--seeds" in res.output and "e.g. --seeds 42,7,1" in res.output
     res = runner.invoke(main, [*args, "--seeds", "5"])
