@@ -7,8 +7,8 @@ Geometric transforms (applied per sample, identically to image and label):
   for the image, nearest for the label, and label pixels mapped from outside the tile set to ignore.
 Surface albedo (image only): ``gain`` multiplies a sample's reflectance by one random factor, log-uniform in
 [1 / (1 + gain), 1 + gain], for all bands: dark sand and gravel beaches (Klamath, Elwha) reflect half of what
-bright quartz sand does, with the same shape across bands. It scales about the standardized value of zero
-reflectance, so it needs a standardization that fixes one (``reflectance``, ``fixed``). With
+bright quartz sand does, with the same shape across bands. It maps the standardized values back to reflectance,
+so it needs a standardization that fixes that mapping (``reflectance``, ``log-reflectance``, ``fixed``). With
 ``gain_classes`` only those label classes' pixels (sand) change, their edges blended over 3 px: the rest of the
 scene (marsh a few hundredths of reflectance above water in SWIR1) keeps its values.
 Photometric jitter (image only, on standardized values): brightness (± shift) and contrast (± relative
@@ -23,7 +23,6 @@ random positive shift that is largest in the first band (blue) and falls to a fi
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -31,20 +30,23 @@ import torch.nn.functional as F
 from eoseg.classes import NODATA_CLASS
 from eoseg.config import AugmentConfig
 from eoseg.errors import ConfigError
+from eoseg.standardize import ReflectanceSpace
 
 
 class Augmenter:
     """``augmenter(x (N, C, H, W) float, y (N, H, W) int) -> (x, y)``; deterministic for a given seed."""
 
     def __init__(self, cfg: AugmentConfig, seed: int = 0, ignore_index: int = NODATA_CLASS,
-                 zero: Sequence[float] | None = None):
-        """``zero``: each band's standardized value of zero reflectance (``-mean / std``), which ``gain`` needs."""
-        if cfg.enabled and cfg.gain and zero is None:
-            raise ConfigError("augment.gain scales reflectance, and this standardization does not fix its zero",
-                              path="augment.gain", fix="use standardization: reflectance (or fixed), or set gain: 0")
+                 space: ReflectanceSpace | None = None):
+        """``space``: how standardized values map back to reflectance
+        (:attr:`eoseg.standardize.Standardization.reflectance_space`), which ``gain`` needs."""
+        if cfg.enabled and cfg.gain and space is None:
+            raise ConfigError("augment.gain scales reflectance, and this standardization does not fix it",
+                              path="augment.gain",
+                              fix="use standardization: reflectance or log-reflectance (or fixed), or set gain: 0")
         self.cfg = cfg
         self.ignore_index = ignore_index
-        self.zero = None if zero is None else torch.tensor(zero, dtype=torch.float32)
+        self.space = space
         self.generator = torch.Generator().manual_seed(seed)
 
     def _uniform(self, n: int, bound: float) -> torch.Tensor:
@@ -104,8 +106,7 @@ class Augmenter:
             inside = torch.isin(y, torch.tensor(self.cfg.gain_classes, device=y.device)).unsqueeze(1).to(x)
             weight = F.avg_pool2d(inside, 3, stride=1, padding=1, count_include_pad=False)
             factor = 1.0 + (factor - 1.0) * weight
-        zero = self.zero.view(1, c, 1, 1).to(x)
-        return zero + (x - zero) * factor
+        return gain_reflectance(x, factor, self.space)
 
     def _photometric(self, x: torch.Tensor) -> torch.Tensor:
         # per band: each band shifted and scaled on its own, as when a scene's per-band stretch differs from
@@ -140,6 +141,18 @@ def coarsen(x: torch.Tensor, factor: float) -> torch.Tensor:
         return x
     coarse = F.interpolate(x.float(), size=small, mode="area")
     return F.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=False).to(x.dtype)
+
+
+def gain_reflectance(x: torch.Tensor, factor: torch.Tensor, space: ReflectanceSpace) -> torch.Tensor:
+    """Standardized ``x`` (N, C, H, W) whose reflectance is multiplied by ``factor`` (broadcast to ``x``)."""
+    c = x.shape[1]
+    mean = torch.tensor(space.mean, dtype=x.dtype, device=x.device).view(1, c, 1, 1)
+    std = torch.tensor(space.std, dtype=x.dtype, device=x.device).view(1, c, 1, 1)
+    u = x * std + mean
+    if space.log_offset is None:
+        return (u * factor - mean) / std
+    r = (torch.exp(u) - space.log_offset).clamp(min=0.0)
+    return (torch.log(r * factor + space.log_offset) - mean) / std
 
 
 def warp(x: torch.Tensor, y: torch.Tensor, theta: torch.Tensor,

@@ -190,7 +190,7 @@ class TrainConfig(_Strict):
     data: Path
     out: Path = Path("runs/run")
     bands: list[str] | None = None  # band roles fed to the model, in order (default: all in the dataset)
-    standardization: Literal["scene", "image", "fixed", "stretch", "reflectance"] = "scene"
+    standardization: Literal["scene", "image", "fixed", "stretch", "reflectance", "log-reflectance"] = "scene"
     model: ModelConfig = Field(default_factory=ModelConfig)
     loss: LossConfig = Field(default_factory=LossConfig)
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)

@@ -43,7 +43,7 @@ from eoseg.config import DatasetConfig, FolderSource, SceneSource, SplitConfig
 from eoseg.errors import DatasetError, OutputExistsError, ScalingError
 from eoseg.grid import TileGrid
 from eoseg.radiometry import Scaling
-from eoseg.standardize import Standardization, reflectance
+from eoseg.standardize import REFLECTANCE_MODES, Standardization, log_reflectance, reflectance
 
 MANIFEST = "manifest.json"
 SPLITS = ("train", "validation", "test")
@@ -163,7 +163,9 @@ def scene_sample_data(src: SceneSource) -> tuple[np.ndarray, np.ndarray, np.ndar
         scaling_record: dict = {"error": str(exc)}
     else:
         scaling_record = scaling.to_dict()
-        stats["reflectance"] = array_stats(reflectance(image, scaling), valid)
+        refl = reflectance(image, scaling)
+        stats["reflectance"] = array_stats(refl, valid)
+        stats["log_reflectance"] = array_stats(log_reflectance(refl), valid)
     label = load_labels(scene, src.labels, src.class_field)
     return image, label, valid, scene, stats, scaling_record
 
@@ -222,14 +224,15 @@ def pooled_stats(scenes: Sequence[dict]) -> dict[str, list[float]]:
         pooled_var = (n * (s**2 + m**2)).sum(0) / n.sum() - pooled_mean**2
         out[f"{name}mean"] = pooled_mean.tolist()
         out[f"{name}std"] = np.sqrt(np.maximum(pooled_var, 0)).tolist()
-    if all("reflectance" in s["stats"] for s in scenes):
-        rn = np.array([s["stats"]["reflectance"]["count"] for s in scenes], dtype=np.float64)[:, None]
-        rm = np.array([s["stats"]["reflectance"]["mean"] for s in scenes])
-        rs = np.array([s["stats"]["reflectance"]["std"] for s in scenes])
-        pooled_mean = (rn * rm).sum(0) / rn.sum()
-        pooled_var = (rn * (rs**2 + rm**2)).sum(0) / rn.sum() - pooled_mean**2
-        out["reflectance_mean"] = pooled_mean.tolist()
-        out["reflectance_std"] = np.sqrt(np.maximum(pooled_var, 0)).tolist()
+    for key in ("reflectance", "log_reflectance"):
+        if all(key in s["stats"] for s in scenes):
+            rn = np.array([s["stats"][key]["count"] for s in scenes], dtype=np.float64)[:, None]
+            rm = np.array([s["stats"][key]["mean"] for s in scenes])
+            rs = np.array([s["stats"][key]["std"] for s in scenes])
+            pooled_mean = (rn * rm).sum(0) / rn.sum()
+            pooled_var = (rn * (rs**2 + rm**2)).sum(0) / rn.sum() - pooled_mean**2
+            out[f"{key}_mean"] = pooled_mean.tolist()
+            out[f"{key}_std"] = np.sqrt(np.maximum(pooled_var, 0)).tolist()
     return out
 
 
@@ -471,22 +474,26 @@ def _manifest_dict(cfg: DatasetConfig, scheme: ClassScheme, roles: Sequence[str]
 
 
 def standardization_for(manifest: Manifest, mode: str, band_idx: Sequence[int]) -> Standardization:
-    """The Standardization a model card records: stored statistics for ``fixed`` / ``stretch``."""
+    """The Standardization a model card records: stored statistics for ``fixed`` / ``stretch`` / the reflectance
+    modes."""
     train = manifest.data["stats"].get("train") or {}
     pick = (lambda key: [train[key][i] for i in band_idx]) if train else (lambda key: None)
     if mode == "fixed":
         return Standardization("fixed", mean=tuple(pick("mean")), std=tuple(pick("std")))
     if mode == "stretch":
         return Standardization("stretch", mean=tuple(pick("stretched_mean")), std=tuple(pick("stretched_std")))
-    if mode == "reflectance":
+    if mode in REFLECTANCE_MODES:
+        key = mode.replace("-", "_")
         unknown = [sid for sid, s in manifest.scenes.items() if not (s.get("scaling") or {}).get("scale")]
-        if unknown or (train and "reflectance_mean" not in train):
+        if "reflectance_mean" in train and f"{key}_mean" not in train:
+            raise DatasetError(f"the dataset has no {mode} statistics (it was built before eoseg had them)",
+                               path=manifest.path, fix="rebuild the dataset with eoseg dataset")
+        if unknown or (train and f"{key}_mean" not in train):
             raise DatasetError(f"the units of scene(s) {', '.join(unknown) or 'in the train split'} are unknown, so "
                                "there is no reflectance to train on", path=manifest.path,
                                fix="use scene sources whose metadata gives the units, or set scale / offset on "
                                    "them, and rebuild the dataset")
-        return Standardization("reflectance", mean=tuple(pick("reflectance_mean")),
-                               std=tuple(pick("reflectance_std")))
+        return Standardization(mode, mean=tuple(pick(f"{key}_mean")), std=tuple(pick(f"{key}_std")))
     return Standardization(mode)
 
 

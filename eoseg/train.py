@@ -330,7 +330,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     monitor, mode = cfg.early_stopping.monitor, cfg.early_stopping.resolved_mode
     scheduler = EpochScheduler(optimizer, cfg.schedule, cfg.epochs, mode)
     scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
-    augmenter = Augmenter(cfg.augment, seed=cfg.seed, ignore_index=ignore, zero=template.zero)
+    augmenter = Augmenter(cfg.augment, seed=cfg.seed, ignore_index=ignore, space=template.reflectance_space)
     stopper = EarlyStopping(mode, cfg.early_stopping.patience)
     run_dir = _prepare_run_dir(cfg)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(dump_config(cfg), sort_keys=False))

@@ -7,6 +7,7 @@ import torch
 
 from eoseg.augment import Augmenter, warp
 from eoseg.config import AugmentConfig
+from eoseg.standardize import ReflectanceSpace
 
 
 def blocks(n: int = 4, size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
@@ -150,22 +151,49 @@ def test_gain_scales_reflectance_of_a_real_crop_by_one_factor_per_sample(klamath
     x = torch.from_numpy((refl - mean[:, None, None]) / std[:, None, None]).float().repeat(4, 1, 1, 1)
     y = torch.ones(4, 64, 64, dtype=torch.long)
     cfg = AugmentConfig(hflip=False, rotation=0, shift=0, zoom=0, gain=0.5)
-    xa, ya = Augmenter(cfg, seed=2, zero=template.zero)(x, y)
+    xa, ya = Augmenter(cfg, seed=2, space=template.reflectance_space)(x, y)
     back = xa.numpy() * std[None, :, None, None] + mean[None, :, None, None]
-    ratio = back / refl[None]
-    factors = ratio.reshape(4, -1)
+    _assert_one_gain_per_sample(back / refl[None], bound=1.5)
+    assert torch.equal(ya, y)
+
+
+def _assert_one_gain_per_sample(ratio, bound: float) -> None:
+    import numpy as np
+
+    factors = ratio.reshape(ratio.shape[0], -1)
     assert np.allclose(factors, factors[:, :1], rtol=1e-3)  # one factor per sample, all bands and pixels
-    assert (factors[:, 0] >= 1 / 1.5 - 1e-4).all() and (factors[:, 0] <= 1.5 + 1e-4).all()
-    assert factors[:, 0].std() > 0.01 and torch.equal(ya, y)
+    assert (factors[:, 0] >= 1 / bound - 1e-4).all() and (factors[:, 0] <= bound + 1e-4).all()
+    assert factors[:, 0].std() > 0.01
 
 
-def test_gain_needs_a_standardization_with_a_zero():
+def test_gain_in_log_reflectance_multiplies_the_reflectance_too(klamath_scene):
+    """``log-reflectance``: the gain is applied to the reflectance behind ``ln(r + 0.01)``, not to the logarithm."""
+    import numpy as np
+    import rasterio
+
+    from eoseg.standardize import LOG_OFFSET, Standardization, log_reflectance
+
+    with rasterio.open(klamath_scene) as ds:
+        refl = ds.read(indexes=[1, 2, 3, 4, 5], window=rasterio.windows.Window(40, 100, 64, 64)).astype(np.float32)
+    logs = log_reflectance(refl)
+    mean, std = logs.mean(axis=(1, 2)).astype(float), logs.std(axis=(1, 2)).astype(float)
+    template = Standardization("log-reflectance", mean=tuple(mean), std=tuple(std))
+    x = torch.from_numpy((logs - mean[:, None, None]) / std[:, None, None]).float().repeat(4, 1, 1, 1)
+    y = torch.ones(4, 64, 64, dtype=torch.long)
+    cfg = AugmentConfig(hflip=False, rotation=0, shift=0, zoom=0, gain=0.5)
+    xa = Augmenter(cfg, seed=2, space=template.reflectance_space)(x, y)[0].double().numpy()
+    back = np.exp(xa * std[None, :, None, None] + mean[None, :, None, None]) - LOG_OFFSET
+    _assert_one_gain_per_sample(back / refl[None], bound=1.5)
+
+
+def test_gain_needs_a_standardization_that_fixes_reflectance():
     from eoseg.errors import ConfigError
     from eoseg.standardize import Standardization
 
-    assert Standardization("stretch").zero is None
+    assert Standardization("stretch").reflectance_space is None
+    assert Standardization("log-reflectance", mean=(0.0,), std=(1.0,)).reflectance_space.log_offset == 0.01
     with pytest.raises(ConfigError, match="augment.gain"):
-        Augmenter(AugmentConfig(gain=0.3), zero=Standardization("image").zero)
+        Augmenter(AugmentConfig(gain=0.3), space=Standardization("image").reflectance_space)
 
 
 def test_gain_classes_change_only_those_pixels_and_their_edge(klamath_scene):
@@ -180,7 +208,8 @@ def test_gain_classes_change_only_those_pixels_and_their_edge(klamath_scene):
     y[:, 20:40, 10:30] = 2  # a "sand" square
     y[:, 0:5, :] = 255
     cfg = AugmentConfig(hflip=False, rotation=0, shift=0, zoom=0, gain=0.5, gain_classes=[2])
-    xa, ya = Augmenter(cfg, seed=5, zero=(0.0,) * 5)(x, y)  # standardized = reflectance: zero at 0
+    space = ReflectanceSpace(mean=(0.0,) * 5, std=(1.0,) * 5)  # standardized = reflectance
+    xa, ya = Augmenter(cfg, seed=5, space=space)(x, y)
     ratio = (xa / x).numpy()
     inner, outside = ratio[:, :, 21:39, 11:29], ratio[:, :, 42:, 32:]
     assert np.allclose(inner, inner[:, :1, :1, :1], rtol=1e-4) and (np.abs(inner[:, 0, 0, 0] - 1) > 0.01).all()

@@ -314,6 +314,17 @@ def test_scene_source_records_scaling_and_reflectance_stats(tmp_path):
     expected = (np.clip(image / 1e4, -0.1, 1.5) - np.reshape(template.mean, (2, 1, 1))) / np.reshape(template.std,
                                                                                                       (2, 1, 1))
     np.testing.assert_allclose(x[:, valid], expected[:, valid], rtol=1e-5, atol=1e-5)
+    # log-reflectance: the statistics of ln(max(r, 0) + 0.01), and the same transform when reading tiles
+    logs = standardization_for(m, "log-reflectance", idx)
+    assert logs.mean == pytest.approx(tuple(record["stats"]["log_reflectance"]["mean"][i] for i in idx))
+    with rasterio.open(scene) as src:
+        whole = np.clip(src.read([1, 2, 3, 4, 5]).astype(np.float64) / 1e4, -0.1, 1.5)
+    assert record["stats"]["log_reflectance"]["mean"] == pytest.approx(
+        np.log(np.maximum(whole, 0) + 0.01).mean(axis=(1, 2)), abs=1e-4)
+    r = np.clip(image / 1e4, -0.1, 1.5)[:, valid]
+    x = TileDataset(m, "train", ["red", "swir1"], logs)[0][0].numpy()
+    expected = (np.log(np.maximum(r, 0) + 0.01) - np.reshape(logs.mean, (2, 1))) / np.reshape(logs.std, (2, 1))
+    np.testing.assert_allclose(x[:, valid], expected, rtol=1e-4, atol=1e-4)
     # units unknown: a reflectance model cannot be trained on it
     unknown = cfg.model_copy(update={"sources": [cfg.sources[0].model_copy(
         update={"scene": DATA / "l8_collar_crop.tif", "roles": ["red", "green", "blue"]})]})

@@ -160,6 +160,22 @@ def test_reflectance_standardization_clips_then_scores():
         Standardization("reflectance", mean=(0.1, 0.2), std=(0.05, 0.1)).apply(x)
 
 
+def test_log_reflectance_takes_the_log_of_the_clipped_reflectance_then_scores():
+    """``ln(max(r, 0) + 0.01)``: negative reflectance (dark water after the L2 offset) is floored at 0, and the
+    offset is recorded so a card read back transforms alike."""
+    scaling = Scaling((1e-4,) * 2, (0.0,) * 2, "sentinel2", "")
+    std = Standardization("log-reflectance", mean=(-2.0, -3.0), std=(0.5, 1.0)).with_scaling(scaling)
+    x = np.array([[[1000.0, 30000.0]], [[60.0, -500.0]]], np.float32)
+    out = std.apply(x)
+    assert out[0, 0, 0] == pytest.approx((np.log(0.11) + 2.0) / 0.5, rel=1e-5)
+    assert out[0, 0, 1] == pytest.approx((np.log(1.51) + 2.0) / 0.5, rel=1e-5)  # clipped to 1.5 first
+    assert out[1, 0, 0] == pytest.approx(np.log(0.016) + 3.0, rel=1e-5)
+    assert out[1, 0, 1] == pytest.approx(np.log(0.01) + 3.0, rel=1e-5)  # -0.05 floored at 0
+    assert std.needs_scaling and std.to_dict()["log_offset"] == 0.01
+    assert Standardization.from_dict(std.to_dict()) == std
+    assert "log_offset" not in Standardization("reflectance", mean=(0.1,), std=(0.1,)).to_dict()
+
+
 def test_wrong_units_are_warned_about(caplog):
     import logging
 

@@ -186,20 +186,21 @@ def reflectance_dataset(tmp_path: Path):
     return dataset
 
 
-def test_reflectance_model_from_a_scene_source_records_its_bands(tmp_path):
-    """Train on the Sentinel-2 crop in reflectance mode (with the albedo gain, which scales reflectance): the
+@pytest.mark.parametrize("mode", ["reflectance", "log-reflectance"])
+def test_reflectance_model_from_a_scene_source_records_its_bands(tmp_path, mode):
+    """Train on the Sentinel-2 crop in a reflectance mode (with the albedo gain, which scales reflectance): the
     card keeps the statistics, mapping and scaling."""
     import json
 
     from eoseg.predict import predict_scene
 
     dataset = reflectance_dataset(tmp_path)
-    result = train(train_config(dataset.path, tmp_path / "run", epochs=1, standardization="reflectance",
+    result = train(train_config(dataset.path, tmp_path / "run", epochs=1, standardization=mode,
                                 bands=["red", "swir1"], bundle={"resolution_m": [10, 30]}, augment={"gain": 0.5}))
     card = json.loads((result.bundle / "card.json").read_text())
     assert card["resolution_m"] == [10.0, 30.0]
-    refl = dataset.scenes["virginia"]["stats"]["reflectance"]
-    assert card["standardization"]["mode"] == "reflectance"
+    refl = dataset.scenes["virginia"]["stats"][mode.replace("-", "_")]
+    assert card["standardization"]["mode"] == mode
     assert card["standardization"]["mean"] == pytest.approx([refl["mean"][2], refl["mean"][4]])
     bands = card["training"]["scene_bands"]["virginia"]
     assert [(b["role"], b["band"], b["description"]) for b in bands["bands"]][2:] == [

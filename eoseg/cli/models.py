@@ -21,6 +21,7 @@ METRIC_GROUPS = ("test", "validation", "val")
 # What a scene's pixel values must be, by standardization mode (eoseg.standardize.MODES).
 UNITS = {
     "reflectance": "reflectance (0-1) from product metadata",
+    "log-reflectance": "reflectance (0-1) from product metadata, log-scaled",
     "stretch": "any (per-scene percentile stretch)",
     "scene": "any (per-scene z-score)",
     "image": "any (per-tile z-score)",
