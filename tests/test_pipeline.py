@@ -283,8 +283,13 @@ def test_a_rows_narrow_last_block_does_not_leave_the_model_waiting():
         return read(tile)
 
     def slow_forward(x):
-        time.sleep(0.05)  # ample time for the reader to fill its queue
+        # a forward long enough for the reader to queue the next batch: wait for it (up to 2 s, so a loaded
+        # machine does not fail the test), then record what the reader has queued
         state["forwarded"] += x.shape[0]
+        wanted = min(batch, len(grid) - state["forwarded"])
+        deadline = time.monotonic() + 2.0
+        while state["read"] - state["forwarded"] < wanted and time.monotonic() < deadline:
+            time.sleep(0.005)
         state["ready"].append(min(state["read"] - state["forwarded"], batch))
         return net(x)
 
