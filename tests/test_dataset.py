@@ -325,6 +325,9 @@ def test_scene_source_records_scaling_and_reflectance_stats(tmp_path):
     x = TileDataset(m, "train", ["red", "swir1"], logs)[0][0].numpy()
     expected = (np.log(np.maximum(r, 0) + 0.01) - np.reshape(logs.mean, (2, 1))) / np.reshape(logs.std, (2, 1))
     np.testing.assert_allclose(x[:, valid], expected, rtol=1e-4, atol=1e-4)
+    del m.data["stats"]["train"]["log_reflectance_mean"]  # a dataset built before eoseg had these statistics
+    with pytest.raises(DatasetError, match="rebuild"):
+        standardization_for(m, "log-reflectance", idx)
     # units unknown: a reflectance model cannot be trained on it
     unknown = cfg.model_copy(update={"sources": [cfg.sources[0].model_copy(
         update={"scene": DATA / "l8_collar_crop.tif", "roles": ["red", "green", "blue"]})]})
