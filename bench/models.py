@@ -8,7 +8,8 @@ never seen in training, separated from the training pieces by a gap) with two re
 
 Contenders, all scored with :func:`eoseg.metrics.confusion_matrix` over the same pixels:
 
-- each packaged eoseg model (``eoseg.Predictor``, the card's defaults: what ``eoseg predict`` writes);
+- each packaged eoseg model (``eoseg.Predictor``, the card's defaults: what ``eoseg predict`` writes); ``a+b``
+  names an ensemble of bundles whose probabilities are averaged (``eoseg predict --model a --model b``);
 - ``pixel-rf``: a per-pixel random forest on the same features ``eoseg label`` uses (reflectance of the five
   bands, NDWI / MNDWI / NDVI, local mean and std at 3, 7, 15 px), trained on the same training pieces' labels
   (class-balanced sample);
@@ -129,10 +130,15 @@ def load_blocks(data: Path, split: str, strokes: bool = True) -> list[Block]:
 # ---------------------------------------------------------------------------------------------- contenders
 
 
+def members(model: str) -> list[str]:
+    """The bundles of a contender: ``a+b`` is an ensemble of ``a`` and ``b``."""
+    return model.split("+")
+
+
 def predict_bundle(model: str, blocks: Sequence[Block]) -> list[np.ndarray]:
     from eoseg.predict import Predictor, PredictSettings
 
-    predictor = Predictor(model, PredictSettings(overwrite=True))
+    predictor = Predictor(members(model), PredictSettings(overwrite=True))
     out = []
     with tempfile.TemporaryDirectory() as tmp:
         for block in blocks:
@@ -278,6 +284,8 @@ def card_path(model: str) -> Path:
 
 
 def validation_miou(model: str) -> float | None:
+    if len(members(model)) > 1:
+        return None  # an ensemble has no validation run of its own
     card = json.loads(card_path(model).read_text())
     return (card.get("metrics", {}).get("validation") or {}).get("mean_iou")
 
@@ -329,6 +337,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--no-coastsat", action="store_true")
     parser.add_argument("--write-card", action="store_true")
     args = parser.parse_args(argv)
+    if args.write_card and any(len(members(m)) > 1 for m in args.models):
+        parser.error("--write-card writes each bundle's own card; score an ensemble (a+b) without it")
     blocks = load_blocks(args.data, "test")
     train = load_blocks(args.data, "train", strokes=False)
     contenders: dict[str, list[np.ndarray]] = {}
