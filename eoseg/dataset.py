@@ -209,7 +209,8 @@ def _stats_dict(stats) -> dict[str, list[float] | float]:
 
 def pooled_stats(scenes: Sequence[dict]) -> dict[str, list[float]]:
     """Per-band mean / std of the union of scenes (weighted by valid pixels): raw, percentile-stretched and,
-    when every scene's units are known, clipped reflectance (``reflectance_mean`` / ``reflectance_std``)."""
+    when every scene's units are known, clipped reflectance and its logarithm (``reflectance_mean`` /
+    ``reflectance_std``, ``log_reflectance_mean`` / ``log_reflectance_std``)."""
     if not scenes:
         return {}
     n = np.array([(s["stats"].get("count") or s["height"] * s["width"] * s["stats"]["valid_fraction"])
@@ -219,20 +220,17 @@ def pooled_stats(scenes: Sequence[dict]) -> dict[str, list[float]]:
     low, high = np.array([s["stats"]["p02"] for s in scenes]), np.array([s["stats"]["p98"] for s in scenes])
     span = np.maximum(high - low, 1e-6)
     out = {}
-    for name, (m, s) in {"": (mean, std), "stretched_": ((mean - low) / span, std / span)}.items():
-        pooled_mean = (n * m).sum(0) / n.sum()
-        pooled_var = (n * (s**2 + m**2)).sum(0) / n.sum() - pooled_mean**2
-        out[f"{name}mean"] = pooled_mean.tolist()
-        out[f"{name}std"] = np.sqrt(np.maximum(pooled_var, 0)).tolist()
+    groups = {"": (n, mean, std), "stretched_": (n, (mean - low) / span, std / span)}
     for key in ("reflectance", "log_reflectance"):
         if all(key in s["stats"] for s in scenes):
-            rn = np.array([s["stats"][key]["count"] for s in scenes], dtype=np.float64)[:, None]
-            rm = np.array([s["stats"][key]["mean"] for s in scenes])
-            rs = np.array([s["stats"][key]["std"] for s in scenes])
-            pooled_mean = (rn * rm).sum(0) / rn.sum()
-            pooled_var = (rn * (rs**2 + rm**2)).sum(0) / rn.sum() - pooled_mean**2
-            out[f"{key}_mean"] = pooled_mean.tolist()
-            out[f"{key}_std"] = np.sqrt(np.maximum(pooled_var, 0)).tolist()
+            groups[f"{key}_"] = tuple(np.array([s["stats"][key][k] for s in scenes], dtype=np.float64)
+                                      for k in ("count", "mean", "std"))
+    for prefix, (counts, m, s) in groups.items():
+        counts = counts.reshape(-1, 1)
+        pooled_mean = (counts * m).sum(0) / counts.sum()
+        pooled_var = (counts * (s**2 + m**2)).sum(0) / counts.sum() - pooled_mean**2
+        out[f"{prefix}mean"] = pooled_mean.tolist()
+        out[f"{prefix}std"] = np.sqrt(np.maximum(pooled_var, 0)).tolist()
     return out
 
 

@@ -75,7 +75,7 @@ class Standardization:
         if self.mode not in (*REFLECTANCE_MODES, "fixed") or self.mean is None or self.std is None:
             return None
         log_offset = self.log_offset if self.mode == "log-reflectance" else None
-        return ReflectanceSpace(self.mean, self.std, log_offset)
+        return ReflectanceSpace(self.mean, tuple(max(s, _EPS) for s in self.std), log_offset)  # as _per_band
 
     @property
     def needs_scene_stats(self) -> bool:

@@ -216,3 +216,15 @@ def test_gain_classes_change_only_those_pixels_and_their_edge(klamath_scene):
     assert np.allclose(outside, 1.0) and np.allclose(ratio[:, :, :5], 1.0)
     edge = ratio[:, 0, 30, 9]  # one pixel outside the square: a third of the way
     assert np.allclose(edge - 1, (inner[:, 0, 0, 0] - 1) / 3, rtol=1e-3) and torch.equal(ya, y)
+
+
+def test_gain_on_a_band_with_zero_std_stays_finite():
+    """A band constant in the training data (std 0) is standardized with std clamped to 1e-6; the gain maps
+    through the same clamp instead of dividing by zero."""
+    from eoseg.augment import gain_reflectance
+    from eoseg.standardize import Standardization
+
+    for mode in ("reflectance", "log-reflectance"):
+        space = Standardization(mode, mean=(0.1, 0.2), std=(0.05, 0.0)).reflectance_space
+        x = torch.zeros(1, 2, 4, 4)
+        assert torch.isfinite(gain_reflectance(x, torch.tensor(1.5), space)).all()
