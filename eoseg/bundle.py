@@ -22,7 +22,7 @@ import os
 import secrets
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime
 from importlib import resources
@@ -484,3 +484,60 @@ def save_bundle(model: nn.Module, card: ModelCard, directory: str | os.PathLike,
         for tmp in tmps:
             tmp.unlink(missing_ok=True)
     return directory
+
+
+# ---------------------------------------------------------------- ensembles
+
+
+def check_compatible(bundles: Sequence[ModelBundle]) -> None:
+    """Raise BundleError unless every bundle takes the same bands, classes and standardization as the first."""
+    first = bundles[0].card
+    for other in bundles[1:]:
+        c = other.card
+        if c.bands != first.bands or c.classes != first.classes or c.standardization != first.standardization:
+            raise BundleError(
+                f"ensemble member {c.name!r} differs from {first.name!r} in bands, classes or standardization",
+                path=str(other.path or c.name), fix="ensemble only models trained on the same bands and classes",
+            )
+
+
+def _member_summary(bundle: ModelBundle) -> dict:
+    training = bundle.card.training
+    return {"name": bundle.card.name, "path": str(bundle.path) if bundle.path else None, "sha256": bundle.sha256,
+            "seed": training.get("seed", training.get("config", {}).get("seed")),
+            "best_epoch": training.get("best_epoch"), "monitor": training.get("monitor"),
+            "best_value": training.get("best_value"), "dataset": training.get("dataset"),
+            "validation": bundle.card.metrics.get("validation", {})}
+
+
+def ensemble_bundle(members: Sequence[str | os.PathLike], directory: str | os.PathLike, *, name: str,
+                    description: str = "", overwrite: bool = False) -> Path:
+    """One bundle (architecture ``ensemble``) holding ``members``: the mean of their class probabilities.
+
+    The members must share architecture, its parameters, bands, classes and standardization (the seeds of
+    one recipe); the card takes their tile defaults and resolution from the first and lists every member's
+    provenance under ``training.members``.
+    """
+    from eoseg.models.ensemble import Ensemble
+
+    if len(members) < 2:
+        raise ConfigError(f"an ensemble needs at least two members, got {len(members)}", path="members",
+                          fix="list two or more bundles")
+    bundles = [load_bundle(m) for m in members]
+    check_compatible(bundles)
+    first = bundles[0].card
+    for other in bundles[1:]:
+        if (other.card.arch, other.card.arch_params) != (first.arch, first.arch_params):
+            raise BundleError(f"ensemble member {other.card.name!r} is a {other.card.arch} with other parameters "
+                              f"than {first.name!r}", path=str(other.path or other.card.name),
+                              fix="ensemble models of one architecture and size (seeds of one recipe)")
+    params = {k: v for k, v in first.arch_params.items() if k != "encoder_weights"}
+    model = Ensemble(len(first.bands), len(first.scheme), arch=first.arch, params=params, members=len(bundles))
+    for member, bundle in zip(model.members, bundles, strict=True):
+        member.load_state_dict(bundle.model.state_dict(), strict=True)
+    card = replace(first, name=name, arch="ensemble",
+                   arch_params={"arch": first.arch, "params": params, "members": len(bundles)},
+                   training={"members": [_member_summary(b) for b in bundles]}, metrics={},
+                   description=description or f"mean class probabilities of {len(bundles)} {first.arch} models",
+                   eoseg_version=_version(), created=_now(), weights_sha256=None)
+    return save_bundle(model.eval(), card, directory, overwrite=overwrite)

@@ -27,10 +27,19 @@ import torch
 from rasterio.windows import Window
 from tqdm.auto import tqdm
 
-from eoseg.bundle import CARD_FILE, DEFAULT_MODEL, ModelBundle, load_bundle, packaged_bundles, read_card, resolve_bundle
+from eoseg.bundle import (
+    CARD_FILE,
+    DEFAULT_MODEL,
+    ModelBundle,
+    check_compatible,
+    load_bundle,
+    packaged_bundles,
+    read_card,
+    resolve_bundle,
+)
 from eoseg.classes import NODATA_CLASS, ClassScheme
 from eoseg.device import DEVICES, PRECISIONS, autocast_dtype, resolve_device, resolve_precision
-from eoseg.errors import BandMappingError, BundleError, ConfigError, EosegError, PredictionError
+from eoseg.errors import BandMappingError, ConfigError, EosegError, PredictionError
 from eoseg.grid import Tile, TileGrid, check_tile_size, fit_tile
 from eoseg.outputs import plan_outputs
 from eoseg.outputs.atomic import OutputPaths, all_or_nothing, aux_path
@@ -457,17 +466,6 @@ def band_labels(scene: Scene) -> list[str]:
     return [f"{role} (band {index})" for role, index in zip(scene.roles, scene.band_indexes, strict=True)]
 
 
-def _check_ensemble(bundles: Sequence[ModelBundle]) -> None:
-    first = bundles[0].card
-    for other in bundles[1:]:
-        c = other.card
-        if c.bands != first.bands or c.classes != first.classes or c.standardization != first.standardization:
-            raise BundleError(
-                f"ensemble member {c.name!r} differs from {first.name!r} in bands, classes or standardization",
-                path=str(other.path or c.name), fix="ensemble only models trained on the same bands and classes",
-            )
-
-
 class Predictor:
     """Loaded model(s) on a device plus settings; call :meth:`predict` once per scene."""
 
@@ -480,7 +478,7 @@ class Predictor:
         self.device = resolve_device(self.settings.device)
         self.precision = resolve_precision(self.settings.precision, self.device)
         self.bundles = [m if isinstance(m, ModelBundle) else load_bundle(m, device=self.device) for m in items]
-        _check_ensemble(self.bundles)
+        check_compatible(self.bundles)
         self.card = self.bundles[0].card
         self.scheme: ClassScheme = self.card.scheme
         self.standardization = Standardization.from_dict(self.card.standardization)

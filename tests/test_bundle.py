@@ -12,7 +12,7 @@ import eoseg.bundle as bundle_mod
 from eoseg.bundle import ModelBundle, ModelCard, load_bundle, packaged_bundles, read_card, save_bundle
 from eoseg.classes import COASTAL
 from eoseg.cli import main
-from eoseg.errors import BundleError, ModelNotFoundError, OutputError, OutputExistsError
+from eoseg.errors import BundleError, ConfigError, ModelNotFoundError, OutputError, OutputExistsError
 from eoseg.models import build_model
 
 PARAMS = {"filters": 2, "kernel_size": 3}
@@ -274,3 +274,67 @@ def test_mean_iou_is_found_in_metric_groups() -> None:
 
     assert mean_iou(_card(metrics={"validation": {"mean_iou": 0.71, "dice": 0.8}})) == 0.71
     assert mean_iou(_card(metrics={})) is None
+
+
+# ---------------------------------------------------------------- ensembles
+
+
+def _predict(models, scene, out):
+    import numpy as np
+    import rasterio
+
+    from eoseg.predict import Predictor, PredictSettings
+
+    result = Predictor(models, PredictSettings(precision="fp32", probabilities=True)).predict(scene, out,
+                                                                                              progress=False)
+    with rasterio.open(result.outputs["classes"]) as c, rasterio.open(result.outputs["probabilities"]) as p:
+        return c.read(1), p.read().astype(np.int16)
+
+
+def test_ensemble_bundle_predicts_what_the_members_predict_together(s2_scene, bundle_factory, tmp_path):
+    from eoseg.bundle import ensemble_bundle
+
+    a = bundle_factory(tmp_path / "a", seed=1, name="seed-1")
+    b = bundle_factory(tmp_path / "b", seed=2, name="seed-2")
+    path = ensemble_bundle([a, b], tmp_path / "ens", name="pair")
+    card = read_card(path / "card.json")
+    assert (card.arch, card.arch_params["arch"], card.arch_params["members"]) == ("ensemble", "resunet", 2)
+    assert [m["name"] for m in card.training["members"]] == ["seed-1", "seed-2"]
+    assert [m["sha256"] for m in card.training["members"]] == [load_bundle(a).sha256, load_bundle(b).sha256]
+    assert card.bands == load_bundle(a).card.bands and card.standardization == load_bundle(a).card.standardization
+
+    together, p_together = _predict([a, b], s2_scene, tmp_path / "together")
+    bundled, p_bundled = _predict(path, s2_scene, tmp_path / "bundled")
+    alone, _ = _predict(a, s2_scene, tmp_path / "alone")
+    assert (bundled == together).mean() > 0.999
+    assert abs(p_bundled - p_together).max() <= 1  # uint8 probabilities: rounding only
+    assert (bundled != alone).any()  # the second member changes the map
+
+
+def test_ensemble_bundle_refuses_members_that_do_not_fit(bundle_factory, tmp_path):
+    from eoseg.bundle import ensemble_bundle
+
+    a = bundle_factory(tmp_path / "a", seed=1)
+    with pytest.raises(BundleError, match="bands, classes or standardization"):
+        ensemble_bundle([a, bundle_factory(tmp_path / "rgb", bands=("red", "green", "blue"))], tmp_path / "e1",
+                        name="x")
+    with pytest.raises(BundleError, match="other parameters"):
+        ensemble_bundle([a, bundle_factory(tmp_path / "wide", filters=8)], tmp_path / "e2", name="x")
+    with pytest.raises(ConfigError, match="at least two"):
+        ensemble_bundle([a], tmp_path / "e3", name="x")
+    assert not any((tmp_path / e).exists() for e in ("e1", "e2", "e3"))
+    ensemble_bundle([a, a], tmp_path / "e4", name="x")
+    with pytest.raises(OutputExistsError):
+        ensemble_bundle([a, a], tmp_path / "e4", name="x")
+
+
+def test_cli_ensemble_writes_a_bundle_and_reports_bad_members_in_one_line(bundle_factory, tmp_path):
+    a = bundle_factory(tmp_path / "a", seed=1)
+    b = bundle_factory(tmp_path / "b", seed=2)
+    ok = CliRunner().invoke(main, ["ensemble", str(a), str(b), "--name", "pair", "--out", str(tmp_path / "e")])
+    assert ok.exit_code == 0, ok.output
+    assert load_bundle(tmp_path / "e").card.name == "pair"
+    bad = CliRunner().invoke(main, ["ensemble", str(a), str(tmp_path / "missing"), "--name", "x",
+                                    "--out", str(tmp_path / "f")])
+    assert bad.exit_code != 0 and bad.output.count("\n") == 1 and "missing" in bad.output
+    assert not (tmp_path / "f").exists()

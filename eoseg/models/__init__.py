@@ -53,6 +53,8 @@ _REGISTRY: dict[str, ModelSpec] = {
         _smp("deeplabv3plus", "DeepLabV3+"),
         _smp("pspnet", "PSPNet"),
         _smp("manet", "MA-Net"),
+        ModelSpec("ensemble", "the mean class probabilities of several trained models of one architecture "
+                  "(eoseg ensemble)", "eoseg.models.ensemble:Ensemble", MODEL_MULTIPLE),
     )
 }
 

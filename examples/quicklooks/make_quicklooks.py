@@ -28,11 +28,11 @@ COASTS = {
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="resunet")
+    parser.add_argument("--model", default="resunet", help="a bundle, or a+b for an ensemble")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent)
     args = parser.parse_args()
     tune_process(COASTS.values())
-    predictor = Predictor(args.model, PredictSettings(overwrite=True))
+    predictor = Predictor(args.model.split("+"), PredictSettings(overwrite=True))
     with tempfile.TemporaryDirectory() as tmp:
         for name, scene in COASTS.items():
             result = predictor.predict(scene, tmp, progress=False)

@@ -24,7 +24,7 @@ SMP_ARCHS = ["smp-unet", "unetplusplus", "linknet", "fpn", "deeplabv3plus", "psp
 
 def test_names_and_descriptions() -> None:
     names = available_models()
-    assert {"resunet", "unet", *SMP_ARCHS} == set(names)
+    assert {"resunet", "unet", "ensemble", *SMP_ARCHS} == set(names)
     described = describe_models()
     assert [n for n, _ in described] == names
     assert all(desc and "\n" not in desc for _, desc in described)
