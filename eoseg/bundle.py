@@ -504,7 +504,7 @@ def check_compatible(bundles: Sequence[ModelBundle]) -> None:
 def _member_summary(bundle: ModelBundle) -> dict:
     training = bundle.card.training
     return {"name": bundle.card.name, "path": str(bundle.path) if bundle.path else None, "sha256": bundle.sha256,
-            "seed": training.get("seed", training.get("config", {}).get("seed")),
+            "seed": training.get("config", {}).get("seed"),
             "best_epoch": training.get("best_epoch"), "monitor": training.get("monitor"),
             "best_value": training.get("best_value"), "dataset": training.get("dataset"),
             "validation": bundle.card.metrics.get("validation", {})}

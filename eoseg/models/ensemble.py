@@ -30,7 +30,6 @@ class Ensemble(nn.Module):
                               fix="list the member models themselves")
         if not isinstance(members, int) or members < 1:
             raise ConfigError(f"invalid members={members!r}", path="members", fix="use a positive integer")
-        self.arch = arch
         self.members = nn.ModuleList(
             build_model(arch, in_channels=in_channels, num_classes=num_classes, **(params or {}))
             for _ in range(members)
