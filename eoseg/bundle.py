@@ -511,12 +511,15 @@ def _member_summary(bundle: ModelBundle) -> dict:
 
 
 def ensemble_bundle(members: Sequence[str | os.PathLike], directory: str | os.PathLike, *, name: str,
-                    description: str = "", overwrite: bool = False) -> Path:
+                    description: str = "", validation_data: str | os.PathLike | None = None,
+                    overwrite: bool = False) -> Path:
     """One bundle (architecture ``ensemble``) holding ``members``: the mean of their class probabilities.
 
     The members must share architecture, its parameters, bands, classes and standardization (the seeds of
     one recipe); the card takes their tile defaults and resolution from the first and lists every member's
-    provenance under ``training.members``.
+    provenance under ``training.members``. With ``validation_data`` (an eoseg dataset, normally the members'
+    own), the ensemble is scored on its validation split and the card records it as ``metrics.validation``,
+    as a trained bundle's card does; nothing is written when that fails.
     """
     from eoseg.models.ensemble import Ensemble
 
@@ -535,9 +538,16 @@ def ensemble_bundle(members: Sequence[str | os.PathLike], directory: str | os.Pa
     model = Ensemble(len(first.bands), len(first.scheme), arch=first.arch, params=params, members=len(bundles))
     for member, bundle in zip(model.members, bundles, strict=True):
         member.load_state_dict(bundle.model.state_dict(), strict=True)
+    refuse_existing_bundle(Path(directory), overwrite)
     card = replace(first, name=name, arch="ensemble",
                    arch_params={"arch": first.arch, "params": params, "members": len(bundles)},
                    training={"members": [_member_summary(b) for b in bundles]}, metrics={},
                    description=description or f"mean class probabilities of {len(bundles)} {first.arch} models",
                    eoseg_version=_version(), created=_now(), weights_sha256=None)
+    if validation_data is not None:
+        from eoseg.evaluate import evaluate_model
+
+        report = evaluate_model(model, card, validation_data, "validation")
+        card = replace(card, metrics={"validation": report.metrics},
+                       training={**card.training, "validation_data": report.info["data"]})
     return save_bundle(model.eval(), card, directory, overwrite=overwrite)
