@@ -518,8 +518,8 @@ def ensemble_bundle(members: Sequence[str | os.PathLike], directory: str | os.Pa
     The members must share architecture, its parameters, bands, classes and standardization (the seeds of
     one recipe); the card takes their tile defaults and resolution from the first and lists every member's
     provenance under ``training.members``. With ``validation_data`` (an eoseg dataset, normally the members'
-    own), the ensemble is scored on its validation split and the card records it as ``metrics.validation``,
-    as a trained bundle's card does; nothing is written when that fails.
+    own), the ensemble is scored on its validation split as training scores its runs, and the card records it
+    as ``metrics.validation``, comparable with the members'; nothing is written when that fails.
     """
     from eoseg.models.ensemble import Ensemble
 
@@ -545,9 +545,8 @@ def ensemble_bundle(members: Sequence[str | os.PathLike], directory: str | os.Pa
                    description=description or f"mean class probabilities of {len(bundles)} {first.arch} models",
                    eoseg_version=_version(), created=_now(), weights_sha256=None)
     if validation_data is not None:
-        from eoseg.evaluate import evaluate_model
+        from eoseg.train import validation_metrics
 
-        report = evaluate_model(model, card, validation_data, "validation")
-        card = replace(card, metrics={"validation": report.metrics},
-                       training={**card.training, "validation_data": report.info["data"]})
+        card = replace(card, metrics={"validation": validation_metrics(model, card, validation_data)},
+                       training={**card.training, "validation_data": str(validation_data)})
     return save_bundle(model.eval(), card, directory, overwrite=overwrite)

@@ -13,7 +13,6 @@ import csv
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -23,9 +22,6 @@ from eoseg.dataset import SPLITS, TileDataset, load_manifest
 from eoseg.errors import BundleError, DatasetError, OutputExistsError
 from eoseg.metrics import ConfusionMeter, KLAccumulator, confusion_matrix, metrics_from_confusion
 from eoseg.standardize import Standardization
-
-if TYPE_CHECKING:
-    from eoseg.bundle import ModelCard
 
 REPORT_FILES = ("metrics.json", "confusion_matrix.csv", "confusion_matrix.png", "per_sample.csv")
 
@@ -77,43 +73,34 @@ def evaluate_bundle(model: str | Path, data: str | Path, split: str = "test", ou
                     batch_size: int = 8, device: str = "auto", overwrite: bool = False,
                     progress: bool = False) -> EvaluationReport:
     """Score bundle ``model`` on every tile of ``split`` of dataset ``data``."""
+    from tqdm import tqdm
+
     from eoseg.bundle import load_bundle
     from eoseg.device import resolve_device
-
-    dev = resolve_device(device)
-    bundle = load_bundle(model, device=str(dev))
-    _check_out(out_dir, overwrite)
-    report = evaluate_model(bundle.model, bundle.card, data, split, batch_size, dev, progress, source=bundle.path)
-    if out_dir is not None:
-        write_report(report, Path(out_dir))
-    return report
-
-
-def evaluate_model(net: torch.nn.Module, card: ModelCard, data: str | Path, split: str = "validation",
-                   batch_size: int = 8, device: str | torch.device = "cpu", progress: bool = False,
-                   source: str | Path | None = None) -> EvaluationReport:
-    """Score ``net`` (with its ``card``: bands, standardization, classes) on every tile of ``split`` of ``data``."""
-    from tqdm import tqdm
 
     if split not in SPLITS:
         raise DatasetError(f"unknown split {split!r}", path="--split", fix=f"use one of: {', '.join(SPLITS)}")
     manifest = load_manifest(data)
+    dev = resolve_device(device)
+    bundle = load_bundle(model, device=str(dev))
+    card = bundle.card
     scheme = ClassScheme.from_dict(card.classes)
     if len(scheme) != len(manifest.classes):
         raise BundleError(f"the model predicts {len(scheme)} classes but the dataset has {len(manifest.classes)}",
-                          path=str(source or card.name), fix="evaluate on a dataset with the model's class scheme")
+                          path=bundle.path, fix="evaluate on a dataset with the model's class scheme")
     template = Standardization.from_dict(card.standardization)
     ds = TileDataset(manifest, split, list(card.bands), template, cache=False)
     if len(ds) == 0:
         raise DatasetError(f"the {split} split holds no tiles", path=manifest.path, fix="choose another --split")
+    _check_out(out_dir, overwrite)
     n, ignore, names = len(scheme), manifest.ignore_value, scheme.names
     total, kl, once = ConfusionMeter(n, ignore), KLAccumulator(ignore), _PixelOnce(manifest.scenes)
     per_scene: dict[str, np.ndarray] = {}
-    net = net.eval()
+    net = bundle.model.eval()
     loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False)
     with torch.no_grad():
         for x, y, idx in tqdm(loader, disable=not progress, desc=f"evaluate {split}", unit="batch"):
-            probs = net(x.to(device)).float().softmax(dim=1).cpu()
+            probs = net(x.to(dev)).float().softmax(dim=1).cpu()
             pred = probs.argmax(dim=1)
             for k, i in enumerate(idx.tolist()):
                 rec = ds.records[i]
@@ -125,11 +112,14 @@ def evaluate_model(net: torch.nn.Module, card: ModelCard, data: str | Path, spli
                 kl.update(probs[k:k + 1, :, :h, :w], yk.unsqueeze(0))
                 per_scene[rec["scene"]] = per_scene.get(rec["scene"], 0) + cm
     metrics = metrics_from_confusion(total.matrix, names, kl.value)
-    return EvaluationReport(
+    report = EvaluationReport(
         metrics, total.matrix, names, [_sample_row(s, cm, names) for s, cm in per_scene.items()],
-        {"model": str(source) if source else None, "model_name": card.name, "data": str(manifest.path),
-         "split": split, "tiles": len(ds), "scenes": len(per_scene), "standardization": card.standardization["mode"]},
+        {"model": str(bundle.path), "model_name": card.name, "data": str(manifest.path), "split": split,
+         "tiles": len(ds), "scenes": len(per_scene), "standardization": card.standardization["mode"]},
     )
+    if out_dir is not None:
+        write_report(report, Path(out_dir))
+    return report
 
 
 # ------------------------------------------------------------------------------------------- rasters

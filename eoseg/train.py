@@ -230,6 +230,32 @@ def evaluate_loader(model: nn.Module, loader: Iterable, loss_fn: nn.Module | Non
     return total / max(count, 1), metrics_from_confusion(meter.matrix, names, kl.value)
 
 
+def validation_metrics(model: nn.Module, card, data: str | Path, batch_size: int = 8) -> dict:
+    """``model``'s metrics over ``data``'s validation split, scored as training scores its bundles (every tile
+    whole, each at its own weight), so the figure compares with a trained card's ``metrics.validation``.
+
+    ``card`` (a :class:`eoseg.bundle.ModelCard`) gives the bands, standardization and classes.
+    """
+    from eoseg.classes import ClassScheme
+    from eoseg.errors import BundleError
+    from eoseg.standardize import Standardization
+
+    manifest = load_manifest(data)
+    names = ClassScheme.from_dict(card.classes).names
+    if len(names) != len(manifest.classes):
+        raise BundleError(f"the model predicts {len(names)} classes but the dataset has {len(manifest.classes)}",
+                          path=manifest.path, fix="validate on a dataset with the model's class scheme")
+    ds = TileDataset(manifest, "validation", list(card.bands), Standardization.from_dict(card.standardization))
+    if len(ds) == 0:
+        raise DatasetError("the validation split holds no tiles", path=manifest.path,
+                           fix="validate on a dataset with a validation split")
+    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False)
+    with torch.no_grad():
+        _, metrics = evaluate_loader(model.cpu(), loader, None, len(names), manifest.ignore_value,
+                                     torch.device("cpu"), None, names)
+    return metrics
+
+
 # ------------------------------------------------------------------------------------------- outputs
 
 

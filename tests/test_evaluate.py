@@ -70,29 +70,6 @@ def test_bundle_over_whole_split_counts_each_pixel_once(bundle, data, tmp_path):
 
 
 
-def test_ensemble_card_records_the_score_evaluate_gives_on_validation(data, bundle_factory, tmp_path):
-    from click.testing import CliRunner
-
-    from eoseg.bundle import load_bundle
-    from eoseg.cli import main
-
-    a = bundle_factory(tmp_path / "a", seed=1)
-    b = bundle_factory(tmp_path / "b", seed=2)
-    ok = CliRunner().invoke(main, ["ensemble", str(a), str(b), "--name", "pair", "--out", str(tmp_path / "e"),
-                                   "--validate", str(data)])
-    assert ok.exit_code == 0, ok.output
-    card = load_bundle(tmp_path / "e").card
-    again = evaluate_bundle(tmp_path / "e", data, "validation")
-    assert card.metrics["validation"]["mean_iou"] == pytest.approx(again.metrics["mean_iou"])
-    assert card.metrics["validation"]["pixels"] == again.metrics["pixels"] > 0
-    assert f"validation mIoU {again.metrics['mean_iou']:.3f}" in ok.output
-    assert card.training["validation_data"] == str(load_manifest(data).path)
-    (tmp_path / "empty").mkdir()
-    bad = CliRunner().invoke(main, ["ensemble", str(a), str(b), "--name", "x", "--out", str(tmp_path / "f"),
-                                    "--validate", str(tmp_path / "empty")])
-    assert bad.exit_code != 0 and bad.output.count("\n") == 1 and "manifest" in bad.output
-    assert not (tmp_path / "f").exists()
-
 def _write(path: Path, array: np.ndarray, nodata=None) -> Path:
     profile = {"driver": "GTiff", "height": array.shape[0], "width": array.shape[1], "count": 1,
                "dtype": "uint8", "crs": "EPSG:32610", "transform": Affine(10, 0, 500000, 0, -10, 4200000),

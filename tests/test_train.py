@@ -317,3 +317,28 @@ def test_history_plot_leaves_the_matplotlib_backend_alone(tmp_path, monkeypatch)
                for e in (1, 2)]
     plot_history(history, tmp_path / "curves.png", "val_miou")
     assert switches == [] and (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_ensemble_validated_as_training_validates(run, data, tmp_path):
+    """An ensemble of a run with itself predicts what the run predicts, so ``eoseg ensemble --validate``
+    must record the validation figures training recorded for the run. (Up to a few near-tied pixels of this
+    12-epoch 4-filter model: the bundled weights are bit-identical to the best epoch's, but a fresh model
+    object's convolutions round differently in the last bits and flip a few of the 49k pixels.)"""
+    from click.testing import CliRunner
+
+    from eoseg.bundle import load_bundle
+    from eoseg.cli import main
+
+    args = ["ensemble", str(run.bundle), str(run.bundle), "--name", "twice", "--validate", str(data)]
+    ok = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "e")])
+    assert ok.exit_code == 0, ok.output
+    card = load_bundle(tmp_path / "e").card
+    validation = card.metrics["validation"]
+    assert validation["mean_iou"] == pytest.approx(run.val_metrics["mean_iou"], abs=2e-3)
+    assert validation["pixels"] == run.val_metrics["pixels"]
+    assert f"validation mIoU {validation['mean_iou']:.3f}" in ok.output
+    assert card.training["validation_data"] == str(data)
+    (tmp_path / "empty").mkdir()
+    bad = CliRunner().invoke(main, [*args[:-1], str(tmp_path / "empty"), "--out", str(tmp_path / "f")])
+    assert bad.exit_code != 0 and bad.output.count("\n") == 1 and "manifest" in bad.output
+    assert not (tmp_path / "f").exists()

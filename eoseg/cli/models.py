@@ -98,7 +98,10 @@ def units(card: ModelCard) -> str:
 
 def bundle_row(name: str, card: ModelCard) -> dict:
     """What ``eoseg models`` shows of one bundle (also its ``--json`` entry)."""
-    return {"name": name, "default": name == DEFAULT_MODEL, "arch": card.arch, "bands": list(card.bands),
+    members = ({"arch": card.arch_params.get("arch"), "members": card.arch_params.get("members")}
+               if card.arch == "ensemble" else None)
+    return {"name": name, "default": name == DEFAULT_MODEL, "arch": card.arch, "ensemble_of": members,
+            "bands": list(card.bands),
             "standardization": card.standardization.get("mode", "scene"), "units": units(card),
             "resolution_m": list(card.resolution_m) if card.resolution_m else None,
             "tile_size": card.tile_size, "overlap": card.overlap, "mean_iou": mean_iou(card),
@@ -138,7 +141,10 @@ def _echo_bundle(row: dict) -> None:
     if "error" in row:
         click.echo(f"{mark} {row['name']}  unreadable card: {row['error']}")
         return
-    click.echo(f"{mark} {row['name']}  {row['arch']} on {len(row['bands'])} bands: {', '.join(row['bands'])}")
+    arch = row["arch"]
+    if row.get("ensemble_of"):
+        arch = f"ensemble of {row['ensemble_of']['members']} {row['ensemble_of']['arch']}"
+    click.echo(f"{mark} {row['name']}  {arch} on {len(row['bands'])} bands: {', '.join(row['bands'])}")
     click.echo(f"      units: {row['units']}")
     click.echo(f"      resolution: {_resolution(row)}; tile {row['tile_size']} px, overlap {row['overlap']} px")
     click.echo(f"      mIoU: {_metrics_line(row)}")

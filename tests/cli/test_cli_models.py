@@ -68,3 +68,14 @@ def test_bundle_without_resolution_or_metrics_and_unreadable_card(bundle_factory
     rows = {row["name"]: row for row in json.loads(models("--json"))["bundles"]}
     assert rows["plain"]["resolution_m"] is None and rows["plain"]["metrics"] == {}
     assert "error" in rows["broken"]
+
+
+def test_ensemble_bundle_shows_its_members(bundle_factory, tmp_path, monkeypatch):
+    from eoseg.bundle import ensemble_bundle
+
+    members = [bundle_factory(tmp_path / "m" / f"s{seed}", seed=seed) for seed in (1, 2, 3)]
+    ensemble_bundle(members, tmp_path / "w" / "seeds", name="seeds")
+    monkeypatch.setattr(bundle_mod, "weights_dir", lambda: tmp_path / "w")
+    assert bundle_block(models(), "seeds").startswith("  seeds  ensemble of 3 resunet on 4 bands: blue, green")
+    row = json.loads(models("--json"))["bundles"][0]
+    assert row["arch"] == "ensemble" and row["ensemble_of"] == {"arch": "resunet", "members": 3}
