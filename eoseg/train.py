@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -33,6 +34,9 @@ from eoseg.errors import ConfigError, DatasetError, OutputExistsError
 from eoseg.losses import build_loss
 from eoseg.metrics import ConfusionMeter, KLAccumulator, metrics_from_confusion, summary
 from eoseg.schedule import EpochScheduler, base_lr
+
+if TYPE_CHECKING:
+    from eoseg.bundle import ModelCard
 
 log = logging.getLogger(__name__)
 
@@ -230,11 +234,11 @@ def evaluate_loader(model: nn.Module, loader: Iterable, loss_fn: nn.Module | Non
     return total / max(count, 1), metrics_from_confusion(meter.matrix, names, kl.value)
 
 
-def validation_metrics(model: nn.Module, card, data: str | Path, batch_size: int = 8) -> dict:
+def validation_metrics(model: nn.Module, card: ModelCard, data: str | Path, batch_size: int = 8) -> dict:
     """``model``'s metrics over ``data``'s validation split, scored as training scores its bundles (every tile
     whole, each at its own weight), so the figure compares with a trained card's ``metrics.validation``.
 
-    ``card`` (a :class:`eoseg.bundle.ModelCard`) gives the bands, standardization and classes.
+    ``card`` gives the bands, standardization and classes.
     """
     from eoseg.classes import ClassScheme
     from eoseg.errors import BundleError
