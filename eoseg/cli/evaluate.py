@@ -26,7 +26,12 @@ from eoseg.errors import ConfigError
 @overwrite_opt
 @quiet_opt
 def command(model, data, split, pred, labels, out_dir, batch_size, device, overwrite, quiet) -> None:
-    """Overall accuracy, mean / per-class IoU, F1, precision, recall, Dice, fwIoU, MCC, KL divergence."""
+    """Overall accuracy, mean / per-class IoU, F1, precision, recall, Dice, fwIoU, MCC, KL divergence.
+
+    Over a dataset split each labelled pixel counts once, however many overlapping tiles hold it. Training
+    scores its validation split tile by tile (an overlapped pixel counts in each tile), so a card's
+    `validation` figures differ from `--split validation` here.
+    """
     from eoseg.evaluate import evaluate_bundle, evaluate_rasters
 
     if model and data and not (pred or labels):
