@@ -501,10 +501,12 @@ def check_compatible(bundles: Sequence[ModelBundle]) -> None:
             )
 
 
-def _member_summary(bundle: ModelBundle) -> dict:
+def _member_summary(member: str | os.PathLike, bundle: ModelBundle) -> dict:
+    """A member's provenance: the bundle as named (not this machine's absolute path), its digest, its run and
+    the training config that made it."""
     training = bundle.card.training
-    return {"name": bundle.card.name, "path": str(bundle.path) if bundle.path else None, "sha256": bundle.sha256,
-            "seed": training.get("config", {}).get("seed"),
+    return {"name": bundle.card.name, "path": str(member), "sha256": bundle.sha256,
+            "seed": training.get("config", {}).get("seed"), "config": training.get("config"),
             "best_epoch": training.get("best_epoch"), "monitor": training.get("monitor"),
             "best_value": training.get("best_value"), "dataset": training.get("dataset"),
             "validation": bundle.card.metrics.get("validation", {})}
@@ -541,7 +543,8 @@ def ensemble_bundle(members: Sequence[str | os.PathLike], directory: str | os.Pa
     refuse_existing_bundle(Path(directory), overwrite)
     card = replace(first, name=name, arch="ensemble",
                    arch_params={"arch": first.arch, "params": params, "members": len(bundles)},
-                   training={"members": [_member_summary(b) for b in bundles]}, metrics={},
+                   training={"members": [_member_summary(m, b) for m, b in zip(members, bundles, strict=True)]},
+                   metrics={},
                    description=description or f"mean class probabilities of {len(bundles)} {first.arch} models",
                    eoseg_version=_version(), created=_now(), weights_sha256=None)
     if validation_data is not None:

@@ -338,6 +338,8 @@ def test_ensemble_validated_as_training_validates(run, data, tmp_path):
     assert validation["pixels"] == run.val_metrics["pixels"]
     assert f"validation mIoU {validation['mean_iou']:.3f}" in ok.output
     assert card.training["validation_data"] == str(data)
+    recipe = load_bundle(run.bundle).card.training["config"]
+    assert [m["config"] for m in card.training["members"]] == [recipe, recipe]  # each member's recipe kept
     (tmp_path / "empty").mkdir()
     bad = CliRunner().invoke(main, [*args[:-1], str(tmp_path / "empty"), "--out", str(tmp_path / "f")])
     assert bad.exit_code != 0 and bad.output.count("\n") == 1 and "manifest" in bad.output
