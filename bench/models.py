@@ -4,7 +4,12 @@ Data: the held-out test blocks cut by ``training/make_data.py`` (``data/ms/test`
 never seen in training, separated from the training pieces by a gap) with two references:
 
 - ``dense``: the block's label raster (strokes densified by ``eoseg label``; 255 where the labeller was unsure);
-- ``strokes``: only the pixels under the human strokes that fall inside the block (the surest reference).
+- ``strokes``: only the pixels under the human strokes that fall inside the block (the surest reference);
+- ``points``: check points drawn at random in each coastal block, stratified by the dense reference's classes
+  and its unsure pixels, each classified by eye without any map in view (``training/points/<site>.gpkg``,
+  ``training/sample_points.py``), scored with the stratified estimator of ``bench/reference_points.py``. No
+  classifier made these labels, and the pixels the densifier left unsure are scored too. Each model's pooled
+  mean IoU minus each peer's is printed with a 95 % paired-bootstrap interval over the points.
 
 Contenders, all scored with :func:`eoseg.metrics.confusion_matrix` over the same pixels:
 
@@ -50,12 +55,16 @@ import rasterio
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "training"))
+sys.path.insert(0, str(ROOT / "bench"))
+from reference_points import Points, bootstrap_difference, estimated_confusion, read_points  # noqa: E402
 from sites import ROLES, SITES, Site  # noqa: E402
 
 from eoseg.classes import COASTAL, NODATA_CLASS  # noqa: E402
 from eoseg.metrics import confusion_matrix, metrics_from_confusion  # noqa: E402
 
 CACHE = ROOT / "bench" / ".cache"
+POINTS = ROOT / "training" / "points"
+REFERENCES = ("dense", "strokes", "points")
 COASTSAT_WHEEL = "coastsat-package==0.5.1"
 COASTSAT_MODELS = {"sentinel2": "NN_4classes_S2_new.pkl", "landsat": "NN_4classes_Landsat_new.pkl"}
 COASTSAT_TO_EOSEG = np.array([3, 2, 1, 0], np.uint8)  # other, sand, white water, water -> eoseg ids
@@ -70,6 +79,7 @@ class Block:
     strokes: np.ndarray  # stroke reference inside the block, 255 elsewhere
     reflectance: np.ndarray  # (5, H, W) float32, roles ROLES
     valid: np.ndarray
+    points: Points | None = None  # interpreted check points (bench/reference_points.py), coastal test blocks only
 
     @property
     def sensor(self) -> str:
@@ -121,7 +131,8 @@ def load_blocks(data: Path, split: str, strokes: bool = True) -> list[Block]:
             labels[~valid] = NODATA_CLASS
             drawn = stroke_reference(site, image) if strokes else np.full(labels.shape, NODATA_CLASS, np.uint8)
             drawn[~valid] = NODATA_CLASS
-            blocks.append(Block(site, image, labels, drawn, refl, valid))
+            points = read_points(POINTS / f"{site.name}.gpkg", image) if split == "test" else None
+            blocks.append(Block(site, image, labels, drawn, refl, valid, points))
     if not blocks:
         sys.exit(f"{data / split}: no blocks; build them with: python training/make_data.py --out {data}")
     return blocks
@@ -238,26 +249,42 @@ def coastsat(blocks: Sequence[Block]) -> list[np.ndarray] | None:
 # ---------------------------------------------------------------------------------------------- scoring
 
 
+def _block_confusion(block: Block, pred: np.ndarray, reference: str) -> np.ndarray | None:
+    """The block's confusion matrix against ``reference``: pixels, or for ``points`` the stratified estimate."""
+    if reference == "points":
+        return None if block.points is None else np.rint(estimated_confusion(block.points, pred)).astype(np.int64)
+    truth = (block.labels if reference == "dense" else block.strokes).astype(np.int64)
+    p = pred.astype(np.int64)
+    truth[p == NODATA_CLASS] = NODATA_CLASS
+    return confusion_matrix(truth.ravel(), p.ravel(), K)
+
+
 def score(blocks: Sequence[Block], preds: Sequence[np.ndarray], reference: str) -> dict:
     per_site: dict[str, np.ndarray] = {}
+    points: dict[str, int] = {}
     for block, pred in zip(blocks, preds, strict=True):
-        truth = (block.labels if reference == "dense" else block.strokes).astype(np.int64)
-        p = pred.astype(np.int64)
-        truth[p == NODATA_CLASS] = NODATA_CLASS
-        cm = confusion_matrix(truth.ravel(), p.ravel(), K)
+        cm = _block_confusion(block, pred, reference)
+        if cm is None:
+            continue
         per_site[block.site.name] = per_site.get(block.site.name, 0) + cm
+        if reference == "points":
+            points[block.site.name] = len(block.points)
     coast = [s for s in per_site if not next(x for x in SITES if x.name == s).negative]
     pooled = sum(per_site[s] for s in coast)
-    result = {s: _metrics(cm) for s, cm in per_site.items()}
-    result["coastal sites"] = _metrics(pooled)
+    result = {s: _metrics(cm, points.get(s)) for s, cm in per_site.items()}
+    if coast:
+        result["coastal sites"] = _metrics(pooled, sum(points.get(s, 0) for s in coast) if points else None)
     return result
 
 
-def _metrics(cm: np.ndarray) -> dict:
+def _metrics(cm: np.ndarray, points: int | None = None) -> dict:
     m = metrics_from_confusion(cm, COASTAL.names)
-    return {"miou": m["mean_iou"], "accuracy": m["overall_accuracy"],
-            "iou": {name: c["iou"] for name, c in m["per_class"].items()}, "pixels": m["pixels"],
-            "confusion": cm.tolist()}
+    out = {"miou": m["mean_iou"], "accuracy": m["overall_accuracy"],
+           "iou": {name: c["iou"] for name, c in m["per_class"].items()}, "pixels": m["pixels"],
+           "confusion": cm.tolist()}
+    if points is not None:  # the points reference: pixels are estimated from this many interpreted points
+        out["points"] = points
+    return out
 
 
 def _fmt(v) -> str:
@@ -266,15 +293,36 @@ def _fmt(v) -> str:
 
 def print_table(results: dict, reference: str) -> None:
     names = COASTAL.names
-    print(f"\nreference: {reference}")
-    print(f"{'site':14s} {'contender':14s} {'mIoU':>6s} " + " ".join(f"{n[:8]:>8s}" for n in names) + "   pixels")
     sites = list(next(iter(results.values()))[reference])
+    if not sites:
+        return
+    unit = "points (est. pixels)" if reference == "points" else "pixels"
+    print(f"\nreference: {reference}")
+    print(f"{'site':14s} {'contender':14s} {'mIoU':>6s} " + " ".join(f"{n[:8]:>8s}" for n in names) + f"   {unit}")
     for site in sites:
         for name, res in results.items():
             m = res[reference][site]
             ious = [m["iou"].get(n) for n in names]
+            size = f"{m['points']} ({m['pixels']})" if "points" in m else f"{m['pixels']}"
             print(f"{site:14s} {name:14s} {_fmt(m['miou']):>6s} " + " ".join(f"{_fmt(v):>8s}" for v in ious)
-                  + f"   {m['pixels']}")
+                  + f"   {size}")
+
+
+def print_differences(blocks: Sequence[Block], contenders: dict, models: Sequence[str]) -> dict:
+    """Each model's pooled points mIoU minus each peer's, with its 95 % paired-bootstrap interval."""
+    keep = [i for i, b in enumerate(blocks) if b.points is not None]
+    if not keep:
+        return {}
+    points = [blocks[i].points for i in keep]
+    out = {}
+    print("\npoints reference, coastal sites: mean IoU difference [95 % paired bootstrap over the points]")
+    for model in models:
+        for peer in (p for p in contenders if p not in models):
+            d, low, high = bootstrap_difference(points, [contenders[model][i] for i in keep],
+                                                [contenders[peer][i] for i in keep])
+            print(f"{model} - {peer}: {d:+.3f} [{low:+.3f}, {high:+.3f}]")
+            out[f"{model} - {peer}"] = {"difference": d, "ci95": [low, high]}
+    return out
 
 
 def card_path(model: str) -> Path:
@@ -356,14 +404,16 @@ def main(argv: Sequence[str] | None = None) -> dict:
             print("coastsat: the coastsat-package wheel could not be fetched; column left out")
         else:
             contenders["coastsat"] = preds
-    results = {name: {ref: score(blocks, preds, ref) for ref in ("dense", "strokes")}
+    results = {name: {ref: score(blocks, preds, ref) for ref in REFERENCES}
                for name, preds in contenders.items()}
-    for ref in ("dense", "strokes"):
+    for ref in REFERENCES:
         print_table(results, ref)
+    differences = print_differences(blocks, contenders, args.models)
     selection = print_selection(results, args.models)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "models.json").write_text(json.dumps({"results": results, "seconds": timings,
-                                                      "selection": selection}, indent=2))
+                                                      "differences": differences, "selection": selection},
+                                                     indent=2))
     plot(results, args.out)
     if args.write_card:
         write_cards(results, args.models)

@@ -113,6 +113,7 @@ def packaged_pair(tmp_path_factory) -> Path:
                 metrics={"validation": {"mean_iou": 0.81},
                          "held_out_sites": {"dense": {"coastal sites": {"miou": 0.78}, "virginia": {"miou": 0.7}},
                                             "strokes": {"coastal sites": {"miou": 0.9}},
+                                            "points": {"coastal sites": {"miou": 0.76, "points": 330}},
                                             "peers_miou": {"coastsat": {"dense": 0.7, "strokes": 0.8}}}})
     make_bundle(root / "resunet-rgb", bands=("red", "green", "blue"), mode="stretch", mean=(0.3,) * 3,
                 std=(0.25,) * 3, name="resunet-rgb", resolution_m=(10, 10), metrics={"test": {"mean_iou": 0.74}})

@@ -31,6 +31,7 @@ UNITS = {
 HEADLINE = (
     ("held_out_sites", ("held_out_sites", "dense", "coastal sites")),
     ("held_out_strokes", ("held_out_sites", "strokes", "coastal sites")),
+    ("held_out_points", ("held_out_sites", "points", "coastal sites")),
     ("test", ("test",)),
     ("validation", ("validation",)),
     ("validation", ("val",)),
@@ -129,10 +130,11 @@ def _resolution(row: dict) -> str:
 
 
 def _metrics_line(row: dict) -> str:
-    names = {"held_out_sites": "held-out sites", "held_out_strokes": "held-out strokes"}
+    names = {"held_out_sites": "held-out sites", "held_out_strokes": "held-out strokes",
+             "held_out_points": "held-out points"}
     text = ", ".join(f"{names.get(k, k)} {v:.3f}" for k, v in row["metrics"].items()) or "—"
     if row["peers"]:
-        text += " (peers on the same sites: " + ", ".join(f"{k} {v:.3f}" for k, v in row["peers"].items()) + ")"
+        text += " (peers, held-out sites: " + ", ".join(f"{k} {v:.3f}" for k, v in row["peers"].items()) + ")"
     return text
 
 

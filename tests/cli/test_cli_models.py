@@ -31,8 +31,8 @@ def test_table_shows_bands_units_resolution_tiles_metrics_and_default(packaged_p
     assert five.startswith("* resunet  resunet on 5 bands: " + FIVE)
     assert "units: reflectance (0-1) from product metadata" in five
     assert "resolution: 10-30 m; tile 128 px, overlap 32 px" in five
-    assert ("mIoU: held-out sites 0.780, held-out strokes 0.900, validation 0.810 "
-            "(peers on the same sites: coastsat 0.700)") in five
+    assert ("mIoU: held-out sites 0.780, held-out strokes 0.900, held-out points 0.760, validation 0.810 "
+            "(peers, held-out sites: coastsat 0.700)") in five
     rgb = bundle_block(out, "resunet-rgb")
     assert rgb.startswith("  resunet-rgb  resunet on 3 bands: red, green, blue")
     assert "units: any (per-scene percentile stretch)" in rgb and "resolution: 10 m;" in rgb
@@ -49,7 +49,8 @@ def test_json_carries_the_same_facts(packaged_pair, monkeypatch):
     assert five["bands"] == FIVE.split(", ") and five["standardization"] == "reflectance"
     assert five["units"] == "reflectance (0-1) from product metadata"
     assert five["resolution_m"] == [10.0, 30.0] and (five["tile_size"], five["overlap"]) == (128, 32)
-    assert five["metrics"] == {"held_out_sites": 0.78, "held_out_strokes": 0.9, "validation": 0.81}
+    assert five["metrics"] == {"held_out_sites": 0.78, "held_out_strokes": 0.9, "held_out_points": 0.76,
+                               "validation": 0.81}
     assert five["peers"] == {"coastsat": 0.7}
     assert rgb["metrics"] == {"test": 0.74} and rgb["units"] == "any (per-scene percentile stretch)"
 
