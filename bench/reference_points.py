@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from eoseg.classes import COASTAL
+from eoseg.strokes import class_id_of
 
 UNSURE = "unsure"
 K = len(COASTAL)
@@ -61,9 +62,8 @@ def read_points(path: Path, image: Path) -> Points | None:
     if not inside.all():
         raise ValueError(f"{path}: {int((~inside).sum())} points fall outside {image.name}; sample them again")
     decided = (gdf["class"] != UNSURE).to_numpy()
-    ids = {name: cid for cid, name in zip(COASTAL.ids, COASTAL.names, strict=True)}
     return Points(rows=rc[decided, 0], cols=rc[decided, 1],
-                  truth=np.array([ids[c] for c in gdf["class"][decided]], np.int64),
+                  truth=np.array([class_id_of(c, COASTAL) for c in gdf["class"][decided]], np.int64),
                   stratum=gdf["stratum"].to_numpy()[decided],
                   stratum_pixels=gdf["stratum_pixels"].to_numpy(np.int64)[decided],
                   unsure=int((~decided).sum()))
@@ -77,13 +77,12 @@ def estimated_confusion(points: Points, pred: np.ndarray, take: np.ndarray | Non
     """
     idx = np.arange(len(points)) if take is None else take
     predicted = pred[points.rows[idx], points.cols[idx]].astype(np.int64)
+    truth, strata, sizes = points.truth[idx], points.stratum[idx], points.stratum_pixels[idx]
     cm = np.zeros((K, K), np.float64)
-    strata = points.stratum[idx]
     for h in np.unique(strata):
         sel = strata == h
-        weight = points.stratum_pixels[idx][sel][0] / sel.sum()
         ok = sel & (predicted < K)
-        np.add.at(cm, (points.truth[idx][ok], predicted[ok]), weight)
+        np.add.at(cm, (truth[ok], predicted[ok]), sizes[sel][0] / sel.sum())
     return cm
 
 
@@ -114,6 +113,6 @@ def bootstrap_difference(points: Sequence[Points], a: Sequence[np.ndarray], b: S
 
     rng = np.random.default_rng(seed)
     observed = diff([None] * len(points))
-    reps_ = [diff([_resample(p, rng) for p in points]) for _ in range(reps)]
-    low, high = np.percentile(reps_, [2.5, 97.5])
+    resampled = [diff([_resample(p, rng) for p in points]) for _ in range(reps)]
+    low, high = np.percentile(resampled, [2.5, 97.5])
     return observed, float(low), float(high)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from eoseg.classes import COASTAL, ClassScheme
-from eoseg.dataset import SPLITS, TileDataset, load_manifest
+from eoseg.dataset import SPLITS, Manifest, TileDataset, load_manifest
 from eoseg.errors import BundleError, DatasetError, OutputExistsError
 from eoseg.metrics import ConfusionMeter, KLAccumulator, confusion_matrix, metrics_from_confusion
 from eoseg.standardize import Standardization
@@ -69,6 +69,15 @@ class _PixelOnce:
         return fresh
 
 
+def model_scheme(classes: dict, manifest: Manifest, model_path: str | Path | None) -> ClassScheme:
+    """A model card's class scheme, refused when ``manifest``'s dataset has another number of classes."""
+    scheme = ClassScheme.from_dict(classes)
+    if len(scheme) != len(manifest.classes):
+        raise BundleError(f"the model predicts {len(scheme)} classes but the dataset has {len(manifest.classes)}",
+                          path=model_path or manifest.path, fix="use a dataset with the model's class scheme")
+    return scheme
+
+
 def evaluate_bundle(model: str | Path, data: str | Path, split: str = "test", out_dir: str | Path | None = None,
                     batch_size: int = 8, device: str = "auto", overwrite: bool = False,
                     progress: bool = False) -> EvaluationReport:
@@ -84,10 +93,7 @@ def evaluate_bundle(model: str | Path, data: str | Path, split: str = "test", ou
     dev = resolve_device(device)
     bundle = load_bundle(model, device=str(dev))
     card = bundle.card
-    scheme = ClassScheme.from_dict(card.classes)
-    if len(scheme) != len(manifest.classes):
-        raise BundleError(f"the model predicts {len(scheme)} classes but the dataset has {len(manifest.classes)}",
-                          path=bundle.path, fix="evaluate on a dataset with the model's class scheme")
+    scheme = model_scheme(card.classes, manifest, bundle.path)
     template = Standardization.from_dict(card.standardization)
     ds = TileDataset(manifest, split, list(card.bands), template, cache=False)
     if len(ds) == 0:

@@ -240,15 +240,11 @@ def validation_metrics(model: nn.Module, card: ModelCard, data: str | Path, batc
 
     ``card`` gives the bands, standardization and classes.
     """
-    from eoseg.classes import ClassScheme
-    from eoseg.errors import BundleError
+    from eoseg.evaluate import model_scheme
     from eoseg.standardize import Standardization
 
     manifest = load_manifest(data)
-    names = ClassScheme.from_dict(card.classes).names
-    if len(names) != len(manifest.classes):
-        raise BundleError(f"the model predicts {len(names)} classes but the dataset has {len(manifest.classes)}",
-                          path=manifest.path, fix="validate on a dataset with the model's class scheme")
+    names = model_scheme(card.classes, manifest, None).names
     ds = TileDataset(manifest, "validation", list(card.bands), Standardization.from_dict(card.standardization))
     if len(ds) == 0:
         raise DatasetError("the validation split holds no tiles", path=manifest.path,

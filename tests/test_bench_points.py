@@ -103,7 +103,7 @@ def test_committed_points_fall_on_their_pixels_of_the_test_block(site, test_bloc
     assert cm.sum() == pytest.approx(sizes.sum())
 
 
-def test_points_outside_the_image_are_refused(test_blocks, tmp_path):
+def test_points_outside_the_image_are_refused(shared_data, tmp_path):
     site = POINT_SITES[0]
     other = make_data.crop(site.scene, site.train[0], tmp_path / "train.tif", site.descriptions)
     with pytest.raises(ValueError, match="fall outside"):

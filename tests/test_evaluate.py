@@ -9,10 +9,11 @@ import pytest
 import rasterio
 from affine import Affine
 
+from eoseg.classes import COASTAL
 from eoseg.config import DatasetConfig, validate
 from eoseg.dataset import load_manifest, make_dataset
-from eoseg.errors import DatasetError, OutputExistsError
-from eoseg.evaluate import evaluate_bundle, evaluate_rasters
+from eoseg.errors import BundleError, DatasetError, OutputExistsError
+from eoseg.evaluate import evaluate_bundle, evaluate_rasters, model_scheme
 from eoseg.metrics import confusion_matrix
 
 OB = Path(__file__).parent / "data" / "ocean_beach"
@@ -68,6 +69,13 @@ def test_bundle_over_whole_split_counts_each_pixel_once(bundle, data, tmp_path):
     with pytest.raises(DatasetError, match="unknown split"):
         evaluate_bundle(bundle, data, "holdout")
 
+
+def test_a_model_with_another_number_of_classes_is_refused_before_scoring(data):
+    manifest = load_manifest(data)
+    assert model_scheme(COASTAL.to_dict(), manifest, None).names == COASTAL.names
+    two = {"classes": [{"id": 0, "name": "water", "colour": "#0000ff"}, {"id": 1, "name": "land", "colour": "#00ff00"}]}
+    with pytest.raises(BundleError, match="predicts 2 classes but the dataset has 4"):
+        model_scheme(two, manifest, "model-dir")
 
 
 def _write(path: Path, array: np.ndarray, nodata=None) -> Path:

@@ -47,7 +47,7 @@ SEED = 2026
 
 def strata(labels: np.ndarray, valid: np.ndarray) -> dict[str, np.ndarray]:
     """Flat pixel indices of each stratum: the reference classes and the valid-but-unsure pixels."""
-    out = {name: np.flatnonzero((labels == cid) & valid) for cid, name in zip(COASTAL.ids, COASTAL.names, strict=True)}
+    out = {c.name: np.flatnonzero((labels == c.id) & valid) for c in COASTAL.classes}
     out[UNSURE] = np.flatnonzero((labels == NODATA_CLASS) & valid)
     return out
 

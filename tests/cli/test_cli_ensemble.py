@@ -16,4 +16,3 @@ def test_cli_ensemble_writes_a_bundle_and_reports_bad_members_in_one_line(bundle
                                     "--out", str(tmp_path / "f")])
     assert bad.exit_code != 0 and bad.output.count("\n") == 1 and "missing" in bad.output
     assert not (tmp_path / "f").exists()
-
