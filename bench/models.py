@@ -27,7 +27,8 @@ Contenders, all scored with :func:`eoseg.metrics.confusion_matrix` over the same
   ids (0 other, 1 sand, 2 white water, 3 water) are mapped to eoseg's.
 
 Outputs: a table per site and pooled (mean IoU, per-class IoU, pixels) on stdout, ``--out DIR`` with
-``models.json`` and a confusion-matrix PNG per contender; ``--write-card`` writes each packaged model's
+``models.json``, a confusion-matrix PNG per contender and each contender's class map of each test block
+(``maps/<contender>/<site>.tif``); ``--write-card`` writes each packaged model's
 ``metrics.held_out_sites`` into its card (metrics only; the weights are untouched). Given three or more models
 (e.g. the bundles of several training seeds), it also prints each one's validation mean IoU (from its card)
 beside its held-out coastal dense mean IoU, and their Spearman rank correlation: whether choosing a run by its
@@ -121,7 +122,7 @@ def stroke_reference(site: Site, image: Path) -> np.ndarray:
     return classes
 
 
-def load_blocks(data: Path, split: str, strokes: bool = True) -> list[Block]:
+def load_blocks(data: Path, split: str, strokes: bool = True, points: bool = True) -> list[Block]:
     blocks = []
     for site in SITES:
         for image in sorted((data / split).glob(f"{site.stem}__{site.name}_*.tif")):
@@ -131,8 +132,8 @@ def load_blocks(data: Path, split: str, strokes: bool = True) -> list[Block]:
             labels[~valid] = NODATA_CLASS
             drawn = stroke_reference(site, image) if strokes else np.full(labels.shape, NODATA_CLASS, np.uint8)
             drawn[~valid] = NODATA_CLASS
-            points = read_points(POINTS / f"{site.name}.gpkg", image) if split == "test" else None
-            blocks.append(Block(site, image, labels, drawn, refl, valid, points))
+            checks = read_points(POINTS / f"{site.name}.gpkg", image) if split == "test" and points else None
+            blocks.append(Block(site, image, labels, drawn, refl, valid, checks))
     if not blocks:
         sys.exit(f"{data / split}: no blocks; build them with: python training/make_data.py --out {data}")
     return blocks
@@ -369,6 +370,25 @@ def write_cards(results: dict, models: Sequence[str]) -> None:
         tmp.replace(path)
 
 
+def map_dir(out: Path, contender: str) -> Path:
+    """Where ``write_maps`` puts a contender's class maps: ``runs/x/ens`` -> ``maps/runs_x_ens``."""
+    return out / "maps" / contender.replace("/", "_")
+
+
+def write_maps(blocks: Sequence[Block], contenders: dict, out: Path) -> None:
+    """Each contender's class map of each test block, georeferenced as the block (``maps/<contender>/<site>.tif``):
+    to look at in QGIS, and for ``training/sample_points.py --disagree`` to find where the maps differ."""
+    for name, preds in contenders.items():
+        folder = map_dir(out, name)
+        folder.mkdir(parents=True, exist_ok=True)
+        for block, pred in zip(blocks, preds, strict=True):
+            with rasterio.open(block.image) as src:
+                profile = {"driver": "GTiff", "width": src.width, "height": src.height, "count": 1, "dtype": "uint8",
+                           "crs": src.crs, "transform": src.transform, "nodata": NODATA_CLASS, "compress": "deflate"}
+            with rasterio.open(folder / f"{block.site.name}.tif", "w", **profile) as dst:
+                dst.write(pred.astype(np.uint8), 1)
+
+
 def plot(results: dict, out: Path) -> None:
     from eoseg.evaluate import plot_confusion
 
@@ -415,6 +435,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
                                                       "differences": differences, "selection": selection},
                                                      indent=2))
     plot(results, args.out)
+    write_maps(blocks, contenders, args.out)
     if args.write_card:
         write_cards(results, args.models)
     return results

@@ -10,7 +10,10 @@ A stratified sample over-represents the small strata (sand, white water), so eac
 ``stratum_pixels / n_stratum`` pixels: the estimated confusion matrix, in pixels, is
 ``sum_h N_h / n_h * n_hij`` (Olofsson et al. 2014, "Good practices for estimating area and assessing accuracy of
 land change", Remote Sensing of Environment 148, eq. 9 in area units), where ``n_h`` counts the stratum's decided
-points. IoU and mean IoU follow from it as from any confusion matrix. The paired bootstrap resamples the points
+points. With a second phase drawn where maps disagree (``training/sample_points.py --disagree``), the strata are
+the cells ``cell`` (a stratum's pixels where the maps agree, or disagree) of ``cell_pixels`` pixels each: every
+point is a uniform draw from its cell, so the same estimator applies cell by cell (post-stratification). IoU and
+mean IoU follow from it as from any confusion matrix. The paired bootstrap resamples the points
 within each stratum and site and reports the 2.5 and 97.5 percentiles of a contender's mean IoU minus another's.
 """
 
@@ -51,7 +54,7 @@ def read_points(path: Path, image: Path) -> Points | None:
     if not path.is_file():
         return None
     gdf = gpd.read_file(path)
-    bad = sorted(set(gdf["class"]) - set(COASTAL.names) - {UNSURE})
+    bad = sorted(set(gdf["class"]) - set(COASTAL.names) - {UNSURE})  # "" = drawn but not yet interpreted
     if bad:
         raise ValueError(f"{path}: class {bad[0]!r} is not one of {COASTAL.names + [UNSURE]}; interpret it again")
     with rasterio.open(image) as ds:
@@ -62,10 +65,11 @@ def read_points(path: Path, image: Path) -> Points | None:
     if not inside.all():
         raise ValueError(f"{path}: {int((~inside).sum())} points fall outside {image.name}; sample them again")
     decided = (gdf["class"] != UNSURE).to_numpy()
+    # with a second phase the strata of the estimate are the cells (stratum x where the maps agree / disagree)
+    stratum, size = ("cell", "cell_pixels") if "cell" in gdf.columns else ("stratum", "stratum_pixels")
     return Points(rows=rc[decided, 0], cols=rc[decided, 1],
                   truth=np.array([class_id_of(c, COASTAL) for c in gdf["class"][decided]], np.int64),
-                  stratum=gdf["stratum"].to_numpy()[decided],
-                  stratum_pixels=gdf["stratum_pixels"].to_numpy(np.int64)[decided],
+                  stratum=gdf[stratum].to_numpy()[decided], stratum_pixels=gdf[size].to_numpy(np.int64)[decided],
                   unsure=int((~decided).sum()))
 
 

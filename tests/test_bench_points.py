@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import rasterio
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -94,6 +95,12 @@ def test_committed_points_fall_on_their_pixels_of_the_test_block(site, test_bloc
     np.testing.assert_array_equal(points.cols, decided["col"].to_numpy())
     assert (gdf.groupby("stratum")["stratum_pixels"].nunique() == 1).all()  # one size per stratum
     assert set(gdf["stratum"]) == {"water", "whitewater", "sand", "other", rp.UNSURE}
+    if "cell" in gdf.columns:  # a second phase: every cell of a stratum holds points, so its pixels are all scored
+        assert (gdf.groupby("cell")["cell_pixels"].nunique() == 1).all()
+        assert all(cell.startswith(f"{stratum}/") for cell, stratum in zip(gdf["cell"], gdf["stratum"], strict=True))
+        by_stratum = gdf.groupby("cell").first().groupby("stratum")
+        assert (by_stratum["cell_pixels"].sum() == by_stratum["stratum_pixels"].first()).all()
+        assert (gdf[gdf["phase"] == 2]["cell"].str.endswith("/disagree")).all()
     # a prediction that agrees with every point: mean IoU 1, and the strata's pixels add up to the block's
     pred = np.full((site.test[3], site.test[2]), 255, np.uint8)
     pred[points.rows, points.cols] = points.truth
@@ -108,3 +115,60 @@ def test_points_outside_the_image_are_refused(shared_data, tmp_path):
     other = make_data.crop(site.scene, site.train[0], tmp_path / "train.tif", site.descriptions)
     with pytest.raises(ValueError, match="fall outside"):
         rp.read_points(models.POINTS / f"{site.name}.gpkg", other)
+
+
+sample_points = _load("sample_points", ROOT / "training" / "sample_points.py")
+
+
+def _second_phase_block():
+    """A 20 x 30 block: dense labels water | other | unsure thirds, two maps that disagree on a 6 x 10 patch."""
+    labels = np.full((20, 30), 3, np.uint8)
+    labels[:, :10] = 0
+    labels[:, 20:] = 255
+    valid = np.ones(labels.shape, bool)
+    a = np.where(labels == 255, 3, labels)
+    b = a.copy()
+    b[7:13, 5:15] = 2  # half in the water stratum, half in "other"
+    return labels, valid, sample_points.disagreement([a, b], valid)
+
+
+def test_the_second_phase_draws_only_where_the_maps_disagree_and_splits_each_stratum_into_cells():
+    labels, valid, disagree = _second_phase_block()
+    assert disagree.sum() == 60
+    first = sample_points.sample(labels, valid, np.random.default_rng(0))
+    rows = sample_points.second_phase(first, labels, valid, disagree, np.random.default_rng(1), per_block=20)
+    old, new = [r for r in rows if r["phase"] == 1], [r for r in rows if r["phase"] == 2]
+    assert [r["point"] for r in old] == [r["point"] for r in first]
+    assert all(disagree[r["row"], r["col"]] for r in new) and all(r["class"] == "" for r in new)
+    pixels = [(r["row"], r["col"]) for r in rows]
+    assert len(set(pixels)) == len(pixels)  # no pixel drawn twice
+    assert {r["cell"] for r in new} == {"water/disagree", "other/disagree"}
+    assert all(r["cell"].startswith(r["stratum"] + "/") for r in rows)
+    sizes = {r["cell"]: r["cell_pixels"] for r in rows}
+    assert sizes["water/disagree"] == 30 and sizes["other/disagree"] == 30 and sizes["unsure/agree"] == 200
+    assert sizes["water/agree"] + sizes["water/disagree"] == (labels == 0).sum()
+    assert len(new) >= 2 * sample_points.MIN_PER_CELL
+
+
+def test_points_with_cells_are_weighed_by_their_cell(shared_data, tmp_path):
+    """read_points scores a second-phase file by cells: on the real Klamath test block, a map right on every
+    point has mean IoU 1, and the cells' pixels add up to the block's decided strata."""
+    import geopandas as gpd
+    from shapely.geometry import Point
+
+    site = next(s for s in POINT_SITES if s.name == "klamath")
+    image = make_data.crop(site.scene, site.test, tmp_path / "block.tif", site.descriptions)
+    with rasterio.open(image) as ds:
+        xy = [ds.xy(r, c) for r, c in ((5, 5), (6, 6), (100, 70))]
+        crs = ds.crs
+    gdf = gpd.GeoDataFrame({"point": [0, 1, 2], "stratum": ["water"] * 2 + ["other"],
+                            "stratum_pixels": [900, 900, 100], "cell": ["water/agree", "water/disagree", "other/agree"],
+                            "cell_pixels": [800, 100, 100], "class": ["water", "sand", "other"]},
+                           geometry=[Point(x, y) for x, y in xy], crs=crs)
+    gdf.to_file(tmp_path / "p.gpkg", layer="klamath", driver="GPKG")
+    points = rp.read_points(tmp_path / "p.gpkg", image)
+    assert list(points.stratum) == ["water/agree", "water/disagree", "other/agree"]
+    pred = np.full((site.test[3], site.test[2]), 3, np.uint8)
+    pred[5, 5] = 0
+    cm = rp.estimated_confusion(points, pred)
+    assert cm[0, 0] == 800 and cm[2, 3] == 100 and cm[3, 3] == 100 and cm.sum() == 1000

@@ -16,6 +16,16 @@ Writes ``training/points/<site>.gpkg`` (point geometry at the pixel centre; ``po
 interpretation work, so the sheets are then drawn from its points. And a PNG sheet of 20 chips per page under
 ``--sheets``, the points in random order so that the stratum is not in view.
 
+A second phase (``--disagree MAPS [MAPS ...]``, each a folder of class maps ``<site>.tif`` of the test blocks as
+``bench/models.py --out`` writes them under ``maps/``) adds ``--per-cell``-sized draws where the given maps
+disagree: the pixels that decide which of two maps is better, and that a sample stratified by the reference's
+classes reaches only by chance. Each stratum is split into cells, the pixels where all the maps agree and those
+where any two differ, and every point, old and new, gets its cell and the cell's pixel count (``cell``,
+``cell_pixels``; ``phase`` 1 or 2). A first-phase point is a uniform draw from its stratum, so from its cell too,
+and the new points are uniform draws from their cell, so the cells are the strata of the estimate
+(post-stratification). The maps only choose where to look: the points are still classified by eye with no map
+in view.
+
 How the committed points were interpreted: every point on the sheets with 15 px of context (a first pass, 78 of
 360 points "unsure"), then the unsure ones again with ``--unsure --context 7``, where the framed pixel itself
 is larger (30 stayed unsure: mixed pixels on a shoreline or a creek bank, piers, boats). White water is foam
@@ -40,6 +50,8 @@ from eoseg.classes import COASTAL, NODATA_CLASS  # noqa: E402
 POINTS = Path(__file__).resolve().parent / "points"
 PER_CLASS = 20  # points per reference class stratum
 PER_UNSURE = 40  # points in the stratum the densifier left unsure
+PER_DISAGREE = 60  # second-phase points per block where the given maps disagree (--per-block)
+MIN_PER_CELL = 3  # ... and at least this many in each disagreement cell that has the pixels
 UNSURE = "unsure"
 CONTEXT = 15  # px either side of the point in a chip (--context)
 SEED = 2026
@@ -65,6 +77,66 @@ def sample(labels: np.ndarray, valid: np.ndarray, rng: np.random.Generator) -> l
     return [{"point": k, **rows[i]} for k, i in enumerate(order)]
 
 
+def disagreement(maps: list[np.ndarray], valid: np.ndarray) -> np.ndarray:
+    """Valid pixels where any two of ``maps`` give different classes."""
+    stack = np.stack(maps)
+    return valid & (stack != stack[0]).any(axis=0)
+
+
+def cells(labels: np.ndarray, valid: np.ndarray, disagree: np.ndarray) -> dict[str, np.ndarray]:
+    """Flat pixel indices of each cell: each stratum split into the pixels where the maps agree and disagree."""
+    flat = disagree.ravel()
+    out = {}
+    for name, pixels in strata(labels, valid).items():
+        for kind, keep in (("agree", ~flat[pixels]), ("disagree", flat[pixels])):
+            if keep.any():
+                out[f"{name}/{kind}"] = pixels[keep]
+    return out
+
+
+def second_phase(rows: list[dict], labels: np.ndarray, valid: np.ndarray, disagree: np.ndarray,
+                 rng: np.random.Generator, per_block: int = PER_DISAGREE) -> list[dict]:
+    """``rows`` and new points drawn where the maps disagree, every point with its cell and the cell's size.
+
+    The block's ``per_block`` new points are shared among the disagreement cells by their size, at least
+    ``MIN_PER_CELL`` each (all of a smaller cell); no pixel is drawn twice.
+    """
+    cell_pixels = cells(labels, valid, disagree)
+    stratum_size = {name: int(pixels.size) for name, pixels in strata(labels, valid).items()}
+    taken = [r["row"] * labels.shape[1] + r["col"] for r in rows]
+    pool = {k: np.setdiff1d(v, taken) for k, v in cell_pixels.items() if k.endswith("/disagree")}
+    total = sum(v.size for v in pool.values())
+    new = []
+    for name, pixels in pool.items():
+        quota = min(pixels.size, max(MIN_PER_CELL, round(per_block * pixels.size / max(total, 1))))
+        stratum = name.split("/")[0]
+        for flat in np.sort(rng.choice(pixels, size=quota, replace=False)):
+            r, c = np.unravel_index(flat, labels.shape)
+            new.append({"stratum": stratum, "stratum_pixels": stratum_size[stratum], "row": int(r), "col": int(c),
+                        "class": ""})
+    first = max((r["point"] for r in rows), default=-1) + 1
+    new = [{"point": first + k, **new[i]} for k, i in enumerate(rng.permutation(len(new)))]
+    where = {int(p): name for name, pix in cell_pixels.items() for p in pix}
+
+    def with_cell(row: dict, phase: int) -> dict:
+        cell = where[row["row"] * labels.shape[1] + row["col"]]
+        return {**row, "phase": phase, "cell": cell, "cell_pixels": int(cell_pixels[cell].size)}
+
+    return [with_cell(r, 1) for r in rows] + [with_cell(r, 2) for r in new]
+
+
+def read_maps(folders: list[Path], site: str) -> list[np.ndarray]:
+    """The class maps of ``site``'s test block in each of ``folders`` (``<folder>/<site>.tif``)."""
+    maps = []
+    for folder in folders:
+        path = folder / f"{site}.tif"
+        if not path.is_file():
+            sys.exit(f"{path}: no class map of the {site} test block; write the maps with bench/models.py --out")
+        with rasterio.open(path) as ds:
+            maps.append(ds.read(1))
+    return maps
+
+
 def write_points(site: Site, image: Path, rows: list[dict], path: Path) -> None:
     import geopandas as gpd
     from shapely.geometry import Point
@@ -72,7 +144,8 @@ def write_points(site: Site, image: Path, rows: list[dict], path: Path) -> None:
     with rasterio.open(image) as ds:
         xy = [ds.xy(r["row"], r["col"]) for r in rows]
         crs = ds.crs
-    gdf = gpd.GeoDataFrame([{**r, "class": ""} for r in rows], geometry=[Point(x, y) for x, y in xy], crs=crs)
+    gdf = gpd.GeoDataFrame([{**r, "class": r.get("class", "")} for r in rows],
+                           geometry=[Point(x, y) for x, y in xy], crs=crs)
     path.parent.mkdir(parents=True, exist_ok=True)
     gdf.to_file(path, driver="GPKG", layer=site.name)
 
@@ -129,7 +202,8 @@ def read_rows(path: Path) -> list[dict]:
     import geopandas as gpd
 
     gdf = gpd.read_file(path)
-    return [{k: (int(v) if k != "stratum" and k != "class" else v) for k, v in row.items() if k != "geometry"}
+    text = {"stratum", "class", "cell"}
+    return [{k: (v if k in text else int(v)) for k, v in row.items() if k != "geometry"}
             for row in gdf.to_dict("records")]
 
 
@@ -142,9 +216,12 @@ def main() -> None:
     parser.add_argument("--sheets", type=Path, default=Path("bench-out/points"))
     parser.add_argument("--context", type=int, default=CONTEXT, help="px of context either side of a point")
     parser.add_argument("--unsure", action="store_true", help="only the points interpreted as 'unsure'")
+    parser.add_argument("--disagree", type=Path, nargs="+", metavar="MAPS",
+                        help="second phase: folders of class maps <site>.tif; draw more points where they disagree")
+    parser.add_argument("--per-block", type=int, default=PER_DISAGREE, help="second-phase points per block")
     args = parser.parse_args()
     rng = np.random.default_rng(SEED)
-    for block in load_blocks(args.data, "test", strokes=False):
+    for block in load_blocks(args.data, "test", strokes=False, points=False):
         if block.site.negative:
             continue
         rows = sample(block.labels, block.valid, rng)
@@ -154,6 +231,15 @@ def main() -> None:
             rows = read_rows(path)
         else:
             write_points(block.site, block.image, rows, path)
+        if args.disagree:
+            if any("cell" in r for r in rows):
+                sys.exit(f"{path}: already has a second phase; remove its phase-2 points to draw them again")
+            disagree = disagreement(read_maps(args.disagree, block.site.name), block.valid)
+            rows = second_phase(rows, block.labels, block.valid, disagree, np.random.default_rng(SEED + 1),
+                                args.per_block)
+            write_points(block.site, block.image, rows, path)
+            rows = [r for r in rows if r["phase"] == 2]
+            print(f"{path}: {len(rows)} second-phase points where the maps disagree ({int(disagree.sum())} px)")
         if args.unsure:
             rows = [r for r in rows if r.get("class") == UNSURE]
         for sheet in sheets(block.site, block.reflectance, rows, args.sheets, args.context):
