@@ -31,6 +31,7 @@ def main() -> None:
     parser.add_argument("--model", default="resunet", help="a bundle, or a+b for an ensemble")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent)
     args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
     tune_process(COASTS.values())
     predictor = Predictor(args.model.split("+"), PredictSettings(overwrite=True))
     with tempfile.TemporaryDirectory() as tmp:
