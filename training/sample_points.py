@@ -31,7 +31,7 @@ How the committed points were interpreted: every point on the sheets with 15 px 
 is larger (30 stayed unsure: mixed pixels on a shoreline or a creek bank, piers, boats). The 184 second-phase
 points (``--disagree`` with the maps of the packaged ``resunet`` and of the per-pixel forest trained on two
 versions of the labels) were classified from larger chips, 8 px of context and an 81-px view of the setting,
-the 48 unsure ones again at 4 px (19 stayed unsure). White water is foam
+the 47 unsure ones again at 4 px (19 stayed unsure). White water is foam
 that is bright in true colour and cyan in the false colour; sand includes the wet beach face; a town, a pier
 or a marsh is "other"; a creek is water.
 """
