@@ -172,3 +172,21 @@ def test_points_with_cells_are_weighed_by_their_cell(shared_data, tmp_path):
     pred[5, 5] = 0
     cm = rp.estimated_confusion(points, pred)
     assert cm[0, 0] == 800 and cm[2, 3] == 100 and cm[3, 3] == 100 and cm.sum() == 1000
+
+
+def test_class_maps_written_by_the_benchmark_are_read_back_by_the_second_phase(shared_data, tmp_path):
+    """bench/models.py --out writes each contender's map georeferenced as its real test block, and
+    sample_points.py --disagree reads those maps back pixel for pixel."""
+    site = next(s for s in POINT_SITES if s.name == "klamath")
+    image = make_data.crop(site.scene, site.test, tmp_path / "block.tif", site.descriptions)
+    shape = (site.test[3], site.test[2])
+    block = models.Block(site, image, np.zeros(shape, np.uint8), np.zeros(shape, np.uint8),
+                         np.zeros((5, *shape)), np.ones(shape, bool))
+    pred = (np.arange(shape[0] * shape[1]) % 4).reshape(shape).astype(np.uint8)
+    models.write_maps([block], {"runs/x/ens": [pred]}, tmp_path / "out")
+    folder = models.map_dir(tmp_path / "out", "runs/x/ens")
+    assert folder == tmp_path / "out" / "maps" / "runs_x_ens"
+    with rasterio.open(folder / "klamath.tif") as ds, rasterio.open(image) as src:
+        assert ds.crs == src.crs and ds.transform == src.transform and ds.nodata == 255
+    (back,) = sample_points.read_maps([folder], "klamath")
+    np.testing.assert_array_equal(back, pred)
