@@ -237,7 +237,11 @@ def main() -> None:
         if args.disagree:
             if any("cell" in r for r in rows):
                 sys.exit(f"{path}: already has a second phase; remove its phase-2 points to draw them again")
-            disagree = disagreement(read_maps(args.disagree, block.site.name), block.valid)
+            maps = read_maps(args.disagree, block.site.name)
+            if any(m.shape != block.labels.shape for m in maps):
+                sys.exit(f"{block.site.name}: a class map is not the size of the test block {block.labels.shape}; "
+                         f"write the maps with bench/models.py --data {args.data} --out")
+            disagree = disagreement(maps, block.valid)
             rows = second_phase(rows, block.labels, block.valid, disagree, np.random.default_rng(SEED + 1),
                                 args.per_block)
             write_points(block.site, block.image, rows, path)
