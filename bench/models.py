@@ -1,14 +1,15 @@
 """Benchmark: packaged models vs a per-pixel classifier vs CoastSat's published classifiers, by held-out site.
 
 Data: the held-out test blocks cut by ``training/make_data.py`` (``data/ms/test``: one block per labelled site,
-never seen in training, separated from the training pieces by a gap) with two references:
+never seen in training, separated from the training pieces by a gap) with three references:
 
 - ``dense``: the block's label raster (strokes densified by ``eoseg label``; 255 where the labeller was unsure);
 - ``strokes``: only the pixels under the human strokes that fall inside the block (the surest reference);
 - ``points``: check points drawn at random in each coastal block, stratified by the dense reference's classes
   and its unsure pixels, each classified by eye without any map in view (``training/points/<site>.gpkg``,
   ``training/sample_points.py``), scored with the stratified estimator of ``bench/reference_points.py``. No
-  classifier made these labels, and the pixels the densifier left unsure are scored too. Each model's pooled
+  classifier made these labels, and the pixels the densifier left unsure are scored too; a second phase drawn
+  where maps disagree is weighed by its cells (``sample_points.py --disagree``). Each model's pooled
   mean IoU minus each peer's is printed with a 95 % paired-bootstrap interval over the points.
 
 Contenders, all scored with :func:`eoseg.metrics.confusion_matrix` over the same pixels:
@@ -378,13 +379,16 @@ def map_dir(out: Path, contender: str) -> Path:
 def write_maps(blocks: Sequence[Block], contenders: dict, out: Path) -> None:
     """Each contender's class map of each test block, georeferenced as the block (``maps/<contender>/<site>.tif``):
     to look at in QGIS, and for ``training/sample_points.py --disagree`` to find where the maps differ."""
+    profiles = []
+    for block in blocks:
+        with rasterio.open(block.image) as src:
+            profiles.append({"driver": "GTiff", "width": src.width, "height": src.height, "count": 1,
+                             "dtype": "uint8", "crs": src.crs, "transform": src.transform, "nodata": NODATA_CLASS,
+                             "compress": "deflate"})
     for name, preds in contenders.items():
         folder = map_dir(out, name)
         folder.mkdir(parents=True, exist_ok=True)
-        for block, pred in zip(blocks, preds, strict=True):
-            with rasterio.open(block.image) as src:
-                profile = {"driver": "GTiff", "width": src.width, "height": src.height, "count": 1, "dtype": "uint8",
-                           "crs": src.crs, "transform": src.transform, "nodata": NODATA_CLASS, "compress": "deflate"}
+        for block, profile, pred in zip(blocks, profiles, preds, strict=True):
             with rasterio.open(folder / f"{block.site.name}.tif", "w", **profile) as dst:
                 dst.write(pred.astype(np.uint8), 1)
 

@@ -119,10 +119,9 @@ def second_phase(rows: list[dict], labels: np.ndarray, valid: np.ndarray, disagr
                         "class": ""})
     first = max((r["point"] for r in rows), default=-1) + 1
     new = [{"point": first + k, **new[i]} for k, i in enumerate(rng.permutation(len(new)))]
-    where = {int(p): name for name, pix in cell_pixels.items() for p in pix}
 
     def with_cell(row: dict, phase: int) -> dict:
-        cell = where[row["row"] * labels.shape[1] + row["col"]]
+        cell = f"{row['stratum']}/{'disagree' if disagree[row['row'], row['col']] else 'agree'}"
         return {**row, "phase": phase, "cell": cell, "cell_pixels": int(cell_pixels[cell].size)}
 
     return [with_cell(r, 1) for r in rows] + [with_cell(r, 2) for r in new]
