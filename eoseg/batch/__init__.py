@@ -26,7 +26,7 @@ with sha256). ``resume=True`` skips scenes whose record still matches and redoes
 
 Several writers: a scene is processed only under its claim ``.<stem>.claim.json``, created with ``O_EXCL``
 (so two batches on the same ``--out``, or a task Dask duplicated, never write one scene at once: the second
-waits, then finds the scene done). The claim of a dead holder (on this host: its pid is gone; on another:
+waits, then finds the scene done). The claim of a dead holder (on this host: its pid is gone or reused by a later process; on another:
 older than an hour) is broken; a retry of the same batch then replaces that scene's partial outputs. Every
 temporary name is unique (pid + token) and fsynced before its rename. An attempt that fails removes only
 the files it wrote itself and only while it still holds the claim, so a "zombie" attempt never deletes the

@@ -3,7 +3,8 @@
 A claim is the hidden file ``.<stem>.claim.json`` next to a scene's outputs, created with ``O_EXCL`` (so of
 two writers, in one batch or in two batches on the same ``--out``, exactly one gets it). It holds a random
 token, the batch id, host, pid and Dask worker. A claim is *stale* when its holder is gone: on this host,
-its pid no longer runs; on another host, it is older than :data:`FOREIGN_CLAIM_STALE_S` (there is no way to
+its pid no longer runs, or now belongs to a process started after the claim was written (the number was
+reused); on another host, it is older than :data:`FOREIGN_CLAIM_STALE_S` (there is no way to
 ask another host's process table). A live claim is waited for (:func:`take_claim` polls); a stale one is
 broken and the scene taken over (``recovered_from`` names the dead holder's worker).
 
@@ -30,6 +31,7 @@ from eoseg.outputs.atomic import (
     Written,
     cleanup_temporaries,
     fsync_path,
+    modified_at,
     output_files,
     pid_runs,
     remove_quietly,
@@ -61,10 +63,8 @@ class Claim:
 
 
 def _age_s(path: Path) -> float:
-    try:
-        return time.time() - path.stat().st_mtime
-    except OSError:
-        return 0.0
+    modified = modified_at(path)
+    return 0.0 if modified is None else time.time() - modified
 
 
 def is_stale(data: dict | None, path: Path) -> bool:
@@ -72,7 +72,7 @@ def is_stale(data: dict | None, path: Path) -> bool:
     if data is None:
         return _age_s(path) > UNREADABLE_CLAIM_S
     if data.get("host") == socket.gethostname():
-        return not pid_runs(data.get("pid"))
+        return not pid_runs(data.get("pid"), modified_at(path))
     return _age_s(path) > FOREIGN_CLAIM_STALE_S
 
 

@@ -25,12 +25,15 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
+
 from eoseg.errors import OutputError, OutputExistsError
 
 TMP_MARK = "tmp"
 AUX_SUFFIX = ".aux.xml"
 WRITABLE_FIX = "choose a writable directory with --out"
 EXISTS_FIX = "pass --overwrite or choose another --out"
+PID_START_SLACK_S = 2.0  # process start times are derived from the boot time and clock ticks: allow for rounding
 
 
 @dataclass(frozen=True)
@@ -265,8 +268,10 @@ def write_json_atomic(path: Path, data: dict) -> None:
         Path(tmp).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
-def pid_runs(pid: object) -> bool:
-    """Does process ``pid`` of this host still run?"""
+def pid_runs(pid: object, wrote_at: float | None = None) -> bool:
+    """Does process ``pid`` of this host still run? Given ``wrote_at`` (the modification time of a file that
+    process wrote), a process now holding that pid but started after it is a reuse of the number, not the
+    writer: the writer is gone."""
     if not isinstance(pid, int) or pid <= 0:
         return False
     try:
@@ -274,8 +279,19 @@ def pid_runs(pid: object) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
+        pass
+    return wrote_at is None or not _started_after(pid, wrote_at)
+
+
+def _started_after(pid: int, moment: float) -> bool:
+    """Did process ``pid`` start after ``moment`` (beyond the precision of process start times)?"""
+    try:
+        started = psutil.Process(pid).create_time()
+    except psutil.NoSuchProcess:
         return True
-    return True
+    except psutil.Error:  # e.g. access denied: cannot tell, so the process is taken as the writer
+        return False
+    return started > moment + PID_START_SLACK_S
 
 
 def remove_dead_temporaries(final: Path) -> list[Path]:
@@ -284,10 +300,18 @@ def remove_dead_temporaries(final: Path) -> list[Path]:
     removed = []
     for path in final.parent.glob(f".{_glob_escape(final.stem)}.*-*.{TMP_MARK}{_glob_escape(final.suffix)}"):
         pid = path.name[len(final.stem) + 2:].split(".")[-3].split("-")[0]
-        if pid.isdigit() and not pid_runs(int(pid)):
+        if pid.isdigit() and not pid_runs(int(pid), modified_at(path)):
             remove_quietly(path)
             removed.append(path)
     return removed
+
+
+def modified_at(path: Path) -> float | None:
+    """``path``'s modification time; None when it cannot be read (e.g. removed meanwhile)."""
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return None
 
 
 def temporaries(out_dir: Path, stem: str) -> list[Path]:

@@ -8,6 +8,7 @@ import socket
 import time
 from pathlib import Path
 
+import psutil
 from batch_helpers import assert_valid_outputs, crop, dead_pid, leftovers, spec_for
 
 from eoseg.batch import (
@@ -32,6 +33,13 @@ def test_claims_are_exclusive_and_stale_ones_are_broken(tmp_path):
     assert second.held()
     second.release()
     assert not second.path.exists() and not leftovers(tmp_path)
+
+    third = try_claim(job, spec, None)  # this process's pid, so live ...
+    before = psutil.Process().create_time() - 60
+    os.utime(third.path, (before, before))  # ... but written before it started: a reused pid, the holder gone
+    fourth = try_claim(job, spec, None)
+    assert fourth is not None and not third.held()
+    fourth.release()
 
     elsewhere = {"batch": "b", "token": "t", "host": "another-host", "pid": dead_pid()}
     second.path.write_text(json.dumps(elsewhere))  # another host's pid cannot be checked: live for an hour

@@ -6,14 +6,17 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from eoseg.errors import OutputError, OutputExistsError
 from eoseg.outputs.atomic import (
     atomic_write,
     cleanup_temporaries,
+    pid_runs,
     plan_outputs,
     remove_dead_temporaries,
     remove_written,
@@ -141,6 +144,17 @@ def test_dead_writers_temporaries_are_removed_live_ones_kept(tmp_path):
         path.write_text("x")
     assert remove_dead_temporaries(final) == [dead]
     assert not dead.exists() and live.exists()
+
+
+def test_a_reused_pid_does_not_keep_a_dead_writers_temporary(tmp_path):
+    """The pid in a temporary's name now runs, but that process started after the file was last written."""
+    final = tmp_path / "report.jsonl"
+    reused = temporary_path(final)  # this process's pid
+    reused.write_text("left by an earlier process with the same pid")
+    before = psutil.Process().create_time() - 60
+    os.utime(reused, (before, before))
+    assert remove_dead_temporaries(final) == [reused]
+    assert pid_runs(os.getpid()) and not pid_runs(os.getpid(), before) and pid_runs(os.getpid(), time.time())
 
 
 def test_write_journal_removes_only_what_this_writer_left_in_place(tmp_path):
