@@ -2,7 +2,8 @@
 
 :func:`run_batch` finds the scenes (directories searched recursively for GeoTIFFs, glob patterns, text / CSV
 manifests), starts a local cluster sized to the machine or connects to an existing scheduler, runs one task
-per scene, and writes ``report.jsonl`` (one line per scene) and optionally a per-scene class-area summary.
+per scene, and merges its outcomes into ``report.jsonl`` (one line per scene of the output directory) and
+optionally a per-scene class-area summary.
 
 Modules, one concern each: :mod:`~eoseg.batch.discovery` (which scenes, where their outputs go),
 :mod:`~eoseg.batch.jobs` (a scene job and the task spec), :mod:`~eoseg.batch.records` (completion records),
@@ -24,14 +25,14 @@ Completion records: after all outputs of a scene are in place, ``<stem>.done.jso
 to them (input size + mtime_ns [+ sha256], model bundle hash, prediction settings, eoseg version, outputs
 with sha256). ``resume=True`` skips scenes whose record still matches and redoes the others.
 
-Several writers: a scene is processed only under its claim ``.<stem>.claim.json``, created with ``O_EXCL``
-(so two batches on the same ``--out``, or a task Dask duplicated, never write one scene at once: the second
-waits, then finds the scene done). The claim of a dead holder (on this host: its pid is gone or reused by a later process; on another:
-older than an hour) is broken; a retry of the same batch then replaces that scene's partial outputs. Every
-temporary name is unique (pid + token) and fsynced before its rename. An attempt that fails removes only
-the files it wrote itself and only while it still holds the claim, so a "zombie" attempt never deletes the
-outputs and record of the attempt that finished the scene. After a batch every scene is either complete
-(outputs + matching record) or has no record.
+Several writers: a scene is processed only under its claim ``.<stem>.claim.json``, created with ``O_EXCL`` (so
+two batches on the same ``--out``, or a task Dask duplicated, never write one scene at once: the second waits,
+then finds the scene done). The claim of a dead holder (on this host: its pid is gone or reused by a later
+process; on another: older than an hour) is broken; a retry of the same batch then replaces that scene's
+partial outputs. Every temporary name is unique (pid + token) and fsynced before its rename. An attempt that
+fails removes only the files it wrote itself and only while it still holds the claim, so a "zombie" attempt
+never deletes the outputs and record of the attempt that finished the scene. After a batch every scene is
+either complete (outputs + matching record) or has no record.
 
 Summary (``summary=``, .csv or .gpkg): one row per finished scene, sorted by date: ``scene, date,
 date_source, <class>_km2..., nodata_km2``. Areas are ellipsoidal (:mod:`eoseg.outputs.areas`, the rule the

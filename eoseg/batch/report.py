@@ -1,8 +1,18 @@
-"""A batch's outcome: the per-scene report (``report.jsonl``) and the printed table."""
+"""A batch's outcome: the per-scene report (``report.jsonl``) and the printed table.
+
+``report.jsonl`` is the record of an output directory, one line per scene ever processed into it: a batch
+merges its outcomes into the report already there (under an exclusive lock, so two batches finishing on one
+``--out`` at once both land). A scene's new line replaces its old one, except "skipped" (done before), which
+keeps the line of the run that did it; scenes of other runs keep their lines.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,13 +87,51 @@ class ReportWriter:
         self.fh.flush()
 
     def finish(self, ordered: list[dict]) -> None:
+        """Merge ``ordered`` (this run's outcomes, input order) into the report already at :attr:`path`."""
         self.fh.close()
-        with open(self.tmp, "w", encoding="utf-8") as fh:
-            fh.writelines(self.line(o) for o in ordered)
-        publish(self.tmp, self.path)
+        with _locked(self.path):
+            merged = merge_reports(read_report(self.path), [json.loads(self.line(o)) for o in ordered])
+            with open(self.tmp, "w", encoding="utf-8") as fh:
+                fh.writelines(json.dumps(line, default=str) + "\n" for line in merged)
+            publish(self.tmp, self.path)
 
     def abandon(self) -> None:
         self.fh.close()
+
+
+def read_report(path: Path) -> list[dict]:
+    """The lines of an existing report; lines that are not JSON objects with a ``relpath`` are dropped."""
+    if not path.is_file():
+        return []
+    lines = []
+    for text in path.read_text(encoding="utf-8").splitlines():
+        with contextlib.suppress(json.JSONDecodeError):
+            line = json.loads(text)
+            if isinstance(line, dict) and "relpath" in line:
+                lines.append(line)
+    return lines
+
+
+def merge_reports(earlier: list[dict], new: list[dict]) -> list[dict]:
+    """``earlier`` with each scene's line replaced by its ``new`` one (unless that is "skipped"), then the new
+    scenes in their order."""
+    merged = {line["relpath"]: line for line in earlier}
+    for line in new:
+        if line["status"] != "skipped" or line["relpath"] not in merged:
+            merged[line["relpath"]] = line
+    return list(merged.values())
+
+
+@contextlib.contextmanager
+def _locked(report: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``report``'s directory (no lock file is left; the OS releases the lock if
+    the process dies)."""
+    fd = os.open(report.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 def count_statuses(results: list[dict]) -> dict[str, int]:

@@ -46,15 +46,15 @@ def command(ctx: click.Context, inputs: tuple[str, ...], models: tuple[str, ...]
             beach_slope: float | None, reference_level: float, **settings) -> None:
     """Segment every scene in INPUTS on Dask, writing what `eoseg predict` writes for each.
 
-    INPUTS are GeoTIFFs, directories (searched recursively), quoted glob patterns, manifests (.txt: one
-    path a line; .csv: a 'path' column) or STAC JSON (Item, ItemCollection, catalog). A Landsat or Sentinel-2
-    product (folder, or its band files) is one scene, named by its product id. The output tree mirrors the
-    inputs' relative paths. Each scene
-    gets a completion record (<stem>.done.json) written last; --resume skips the scenes whose record still
-    matches. A scene that fails is reported and the batch goes on. Writes OUT/report.jsonl (one line per
-    scene) and prints a summary; exits 0 only if every scene succeeded. With --transects, every scene's
-    shoreline is traced and OUT/shoreline_timeseries.csv (a row per scene, a column per transect),
-    shoreline_timeseries_long.csv, shoreline_trends.gpkg and plots/ are written at the end.
+    INPUTS are GeoTIFFs, directories (searched recursively), quoted glob patterns, manifests (.txt: one path a
+    line; .csv: a 'path' column) or STAC JSON (Item, ItemCollection, catalog). A Landsat or Sentinel-2 product
+    (folder, or its band files) is one scene, named by its product id. The output tree mirrors the inputs'
+    relative paths. Each scene gets a completion record (<stem>.done.json) written last; --resume skips the
+    scenes whose record still matches. A scene that fails is reported and the batch goes on. Merges its outcomes
+    into OUT/report.jsonl (one line per scene processed into OUT, by any run) and prints a summary; exits 0 only
+    if every scene succeeded. With --transects, every scene's shoreline is traced and
+    OUT/shoreline_timeseries.csv (a row per scene, a column per transect), shoreline_timeseries_long.csv,
+    shoreline_trends.gpkg and plots/ are written at the end.
 
     \b
     Examples:

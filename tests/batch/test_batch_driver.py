@@ -73,7 +73,7 @@ def test_a_failing_duplicate_task_leaves_the_finished_scene_intact(tmp_path, s2_
 
 def test_two_concurrent_batches_on_one_out_lose_nothing(tmp_path, s2_scene, random_bundle):
     arch = tmp_path / "arch"
-    make_archive(arch, s2_scene, 6)
+    scenes = make_archive(arch, s2_scene, 6)
     out = tmp_path / "out"
     args = [*EOSEG, "batch", str(arch), "--model", str(random_bundle), "--out", str(out), "--workers", "1",
             "--precision", "fp32", "--resume", "--dashboard-address", "127.0.0.1:0", "-q"]
@@ -93,6 +93,9 @@ def test_two_concurrent_batches_on_one_out_lose_nothing(tmp_path, s2_scene, rand
                                                                + ".tif"))
         assert record_mismatch(record, job, spec_for(random_bundle, out)) is None
         assert validate_cog(job.out_dir(out) / f"{job.stem}_classes.tif")[0]
+    lines = report_lines(out)  # merged: each scene's line is the one of the batch that did it
+    assert sorted(line["relpath"] for line in lines) == sorted(str(p.relative_to(arch)) for p in scenes)
+    assert {line["status"] for line in lines} == {"ok"}
     assert not leftovers(out)
 
 
