@@ -170,16 +170,26 @@ def test_polygons_streamed_from_the_rows_match_the_class_cog(s2_scene, random_bu
         assert shapely.area(got.geometry[got["class_id"] == value].values).sum() == pytest.approx(ref_area, rel=1e-9)
 
 
-def test_a_failed_overwrite_keeps_outputs_it_did_not_replace(s2_scene, random_bundle, tmp_path, monkeypatch):
+def test_a_failed_overwrite_leaves_the_earlier_set_whole_or_none(s2_scene, random_bundle, tmp_path, monkeypatch):
+    """--overwrite that fails before it replaced anything keeps the earlier outputs byte for byte; one that
+    fails after replacing the class COG removes the rest of the earlier set too (its STAC item named that COG)."""
     first = predict_scene(s2_scene, random_bundle, tmp_path, precision="fp32")
-    stac_before = first.outputs["stac"].read_bytes()
+    before = {p: p.read_bytes() for p in tmp_path.iterdir()}
     predictor = Predictor(random_bundle, PredictSettings(precision="fp32", overwrite=True))
+
+    def failing(batch):
+        raise RuntimeError("the device went away")
+
+    real, predictor.forward = predictor.forward, failing
+    with pytest.raises(RuntimeError, match="went away"):
+        predictor.predict(s2_scene, tmp_path, progress=False)
+    assert {p: p.read_bytes() for p in tmp_path.iterdir()} == before
+    predictor.forward = real
     with monkeypatch.context() as patch:
         _fail_stac(patch)
         with pytest.raises(OutputError):
             predictor.predict(s2_scene, tmp_path, progress=False)
-    assert not first.outputs["classes"].exists()  # replaced by the failed attempt, so removed
-    assert first.outputs["stac"].read_bytes() == stac_before  # never replaced: left alone
+    assert first.outputs["stac"] in before and list(tmp_path.iterdir()) == []
 
 
 def test_tta_and_ensemble_average_probabilities(s2_scene, random_bundle, bundle_factory, tmp_path):

@@ -345,20 +345,22 @@ def _identity(path: Path) -> tuple[int, int, int, int] | None:
 
 @contextlib.contextmanager
 def all_or_nothing(paths: list[Path]) -> Iterator[None]:
-    """On an exception in the block, remove each of ``paths`` that the block created or replaced.
+    """On an exception in the block, leave ``paths`` (one scene's outputs) as a whole set or none.
 
     One scene's outputs are written one after another (class COG, its sidecar, style, probabilities,
-    polygons, STAC item); if a later one fails, the earlier ones are removed again, so the scene is left
-    with no outputs rather than some, and a rerun needs no ``--overwrite``. A file is judged by its identity
-    (device, inode, mtime, size) before and after the block: one the block did not touch stays, whatever it
-    is. Each writer removes its own temporaries. The exception itself propagates unchanged.
+    polygons, STAC item). A file is judged by its identity (device, inode, mtime, size) before and after the
+    block. If the block fails before it created or replaced any of them, nothing is touched: outputs of an
+    earlier run (``--overwrite``) stay as they were. Once it has, every one of ``paths`` is removed, both what
+    the block wrote and what is left of an earlier run's set (no longer a whole: e.g. its STAC item would
+    name the removed class COG), so the scene has no outputs rather than some and a rerun needs no
+    ``--overwrite``. Each writer removes its own temporaries. The exception itself propagates unchanged.
     """
     before = {Path(p): _identity(Path(p)) for p in paths}
     try:
         yield
     except BaseException:
-        for path, identity in before.items():
-            if _identity(path) != identity:
+        if any(_identity(path) != identity for path, identity in before.items()):
+            for path in before:
                 try:
                     remove_quietly(path)
                 except OSError as exc:  # best effort while unwinding; the original error is the one to report
