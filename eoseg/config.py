@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, ValidationErro
 
 from eoseg.classes import NODATA_CLASS
 from eoseg.errors import ConfigError
+from eoseg.standardize import Mode
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -190,7 +191,7 @@ class TrainConfig(_Strict):
     data: Path
     out: Path = Path("runs/run")
     bands: list[str] | None = None  # band roles fed to the model, in order (default: all in the dataset)
-    standardization: Literal["scene", "image", "fixed", "stretch", "reflectance", "log-reflectance"] = "scene"
+    standardization: Mode = "scene"
     model: ModelConfig = Field(default_factory=ModelConfig)
     loss: LossConfig = Field(default_factory=LossConfig)
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)

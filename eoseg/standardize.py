@@ -34,7 +34,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 
@@ -42,7 +42,7 @@ from eoseg.errors import ConfigError
 from eoseg.radiometry import REFLECTANCE_RANGE, Scaling
 
 Mode = Literal["scene", "image", "fixed", "stretch", "reflectance", "log-reflectance"]
-MODES: tuple[str, ...] = ("scene", "image", "fixed", "stretch", "reflectance", "log-reflectance")
+MODES: tuple[str, ...] = get_args(Mode)
 REFLECTANCE_MODES = ("reflectance", "log-reflectance")  # modes that turn the scene's values into reflectance
 LOG_OFFSET = 0.01  # log-reflectance: ln(max(r, 0) + LOG_OFFSET)
 _EPS = 1e-6
