@@ -192,6 +192,41 @@ def test_a_failed_overwrite_leaves_the_earlier_set_whole_or_none(s2_scene, rando
     assert first.outputs["stac"] in before and list(tmp_path.iterdir()) == []
 
 
+def test_a_failed_attempt_never_removes_what_another_writer_put_in_place(s2_scene, random_bundle, tmp_path,
+                                                                          monkeypatch):
+    """A batch attempt that lost its scene (another attempt took it over and finished) fails afterwards: the
+    other attempt's outputs stay as that one wrote them."""
+    import contextlib
+    import threading
+
+    from eoseg.outputs import stac
+
+    real = stac.atomic_write
+    winner: dict = {}
+
+    @contextlib.contextmanager
+    def overtaken_then_full(final):
+        with real(final) as tmp:
+            yield tmp
+            with monkeypatch.context() as patch:  # the other attempt writes every output, its STAC item too
+                patch.setattr(stac, "atomic_write", real)
+                other = threading.Thread(target=lambda: winner.update(predict_scene(
+                    s2_scene, random_bundle, tmp_path, precision="fp32", overwrite=True, min_area=500).outputs))
+                other.start()  # another writer: a thread has a context of its own (not this attempt's journal)
+                other.join()
+            raise OSError(28, "No space left on device")
+
+    predictor = Predictor(random_bundle, PredictSettings(precision="fp32", overwrite=True))
+    with monkeypatch.context() as patch:
+        patch.setattr(stac, "atomic_write", overtaken_then_full)
+        with pytest.raises(OutputError, match="No space left"):
+            predictor.predict(s2_scene, tmp_path, progress=False)
+    kept = {path: path.read_bytes() for path in winner.values()}
+    assert winner and all(path.exists() for path in winner.values())
+    again = predict_scene(s2_scene, random_bundle, tmp_path / "check", precision="fp32", min_area=500)
+    assert kept[winner["classes"]] == again.outputs["classes"].read_bytes()
+
+
 def test_tta_and_ensemble_average_probabilities(s2_scene, random_bundle, bundle_factory, tmp_path):
     other = bundle_factory(tmp_path / "other", seed=7)
     a, b = load_bundle(random_bundle), load_bundle(other)

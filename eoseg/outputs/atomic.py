@@ -201,18 +201,19 @@ class Written:
             return False
 
 
-_JOURNAL: ContextVar[list[Written] | None] = ContextVar("eoseg_write_journal", default=None)
+_JOURNALS: ContextVar[tuple[list[Written], ...]] = ContextVar("eoseg_write_journals", default=())
 
 
 @contextlib.contextmanager
 def write_journal() -> Iterator[list[Written]]:
-    """Note every :func:`publish` in this thread / context into the yielded list."""
+    """Note every :func:`publish` in this thread / context into the yielded list (and into every enclosing
+    journal: a scene's attempt inside a batch task is noted in both)."""
     journal: list[Written] = []
-    token = _JOURNAL.set(journal)
+    token = _JOURNALS.set((*_JOURNALS.get(), journal))
     try:
         yield journal
     finally:
-        _JOURNAL.reset(token)
+        _JOURNALS.reset(token)
 
 
 def remove_written(journal: list[Written]) -> list[Path]:
@@ -241,9 +242,11 @@ def publish(tmp: Path, final: Path) -> None:
     fsync_path(tmp)
     os.replace(tmp, final)
     fsync_path(Path(final).parent)
-    journal = _JOURNAL.get()
-    if journal is not None:
-        journal.append(Written.of(Path(final)))
+    journals = _JOURNALS.get()
+    if journals:
+        written = Written.of(Path(final))
+        for journal in journals:
+            journal.append(written)
 
 
 @contextlib.contextmanager
@@ -348,21 +351,26 @@ def all_or_nothing(paths: list[Path]) -> Iterator[None]:
     """On an exception in the block, leave ``paths`` (one scene's outputs) as a whole set or none.
 
     One scene's outputs are written one after another (class COG, its sidecar, style, probabilities,
-    polygons, STAC item). A file is judged by its identity (device, inode, mtime, size) before and after the
-    block. If the block fails before it created or replaced any of them, nothing is touched: outputs of an
-    earlier run (``--overwrite``) stay as they were. Once it has, every one of ``paths`` is removed, both what
-    the block wrote and what is left of an earlier run's set (no longer a whole: e.g. its STAC item would
-    name the removed class COG), so the scene has no outputs rather than some and a rerun needs no
-    ``--overwrite``. Each writer removes its own temporaries. The exception itself propagates unchanged.
+    polygons, STAC item). If the block fails before it renamed any of them into place, nothing is touched:
+    outputs of an earlier run (``--overwrite``) stay as they were. Once it has, it removes what it renamed into
+    place (while still as it wrote it) and what is left of an earlier run's set (files as they were before the
+    block: no longer a whole, e.g. its STAC item would name the removed class COG), so the scene has no outputs
+    rather than some and a rerun needs no ``--overwrite``. A file another writer put there meanwhile (a batch
+    attempt that took the scene over) is never removed. Each writer removes its own temporaries. The
+    exception itself propagates unchanged.
     """
     before = {Path(p): _identity(Path(p)) for p in paths}
-    try:
-        yield
-    except BaseException:
-        if any(_identity(path) != identity for path, identity in before.items()):
-            for path in before:
-                try:
-                    remove_quietly(path)
-                except OSError as exc:  # best effort while unwinding; the original error is the one to report
-                    logging.getLogger(__name__).warning("could not remove partial output %s: %s", path, exc)
-        raise
+    with write_journal() as journal:
+        try:
+            yield
+        except BaseException:
+            if journal:
+                mine = [entry.path for entry in journal if entry.unchanged()]
+                earlier = [path for path, identity in before.items()
+                           if identity is not None and _identity(path) == identity]
+                for path in dict.fromkeys([*mine, *earlier]):
+                    try:
+                        remove_quietly(path)
+                    except OSError as exc:  # best effort while unwinding; the original error is the one to report
+                        logging.getLogger(__name__).warning("could not remove partial output %s: %s", path, exc)
+            raise

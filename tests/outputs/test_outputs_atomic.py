@@ -170,6 +170,17 @@ def test_write_journal_removes_only_what_this_writer_left_in_place(tmp_path):
     assert not a.exists() and b.read_text() == "theirs"
 
 
+def test_a_journal_inside_another_notes_into_both(tmp_path):
+    """A scene's attempt (inner journal) inside a batch task (outer): the task can still undo the scene."""
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    with write_journal() as outer:
+        with write_journal() as inner, atomic_write(a) as tmp:
+            tmp.write_text("scene")
+        with atomic_write(b) as tmp:
+            tmp.write_text("record")
+    assert [w.path for w in inner] == [a] and [w.path for w in outer] == [a, b]
+
+
 def test_atomic_write_renames_on_success(tmp_path):
     final = tmp_path / "x.txt"
     with atomic_write(final) as tmp:
