@@ -9,7 +9,6 @@ keeps the line of the run that did it; scenes of other runs keep their lines.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 from collections.abc import Iterator
@@ -17,6 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from eoseg.outputs.atomic import publish, remove_dead_temporaries, temporary_path
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; runs finishing at the same moment may then drop each other's lines
+    fcntl = None
 
 REPORT_NAME = "report.jsonl"
 
@@ -126,6 +130,9 @@ def merge_reports(earlier: list[dict], new: list[dict]) -> list[dict]:
 def _locked(report: Path) -> Iterator[None]:
     """Hold an exclusive lock on ``report``'s directory (no lock file is left; the OS releases the lock if
     the process dies)."""
+    if fcntl is None:
+        yield
+        return
     fd = os.open(report.parent, os.O_RDONLY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
