@@ -1,13 +1,12 @@
 """bench/baseline.py: per-pixel features, scene reassembly (each pixel once), the random forest and the card update,
 on the six Ocean Beach chips in tests/data (one date per split)."""
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from script_loader import load_script
 
 from eoseg.config import DatasetConfig, validate
 from eoseg.dataset import make_dataset, read_label
@@ -17,15 +16,7 @@ OB = Path(__file__).parent / "data" / "ocean_beach"
 SMALL = {"n_estimators": 10, "max_depth": 12, "n_jobs": 1, "max_train_pixels": 10_000}
 
 
-def _load_baseline():
-    spec = importlib.util.spec_from_file_location("bench_baseline", ROOT / "bench" / "baseline.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-bl = _load_baseline()
+bl = load_script("bench_baseline", "bench/baseline.py")
 
 
 @pytest.fixture(scope="module")

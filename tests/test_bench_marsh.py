@@ -2,26 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 import rasterio
+from script_loader import load_script
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-marsh = _load("bench_marsh", ROOT / "bench" / "marsh.py")
+marsh = load_script("bench_marsh", "bench/marsh.py")
 
 
 def test_committed_points_lie_in_the_evaluation_rows_with_interpreted_classes():

@@ -1,28 +1,19 @@
 """bench/reference_points.py and the ``points`` reference of bench/models.py: the interpreted check points in
 training/points (real test blocks of ../shared/data scenes), the stratified estimator and the paired bootstrap."""
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import rasterio
+from script_loader import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-rp = _load("reference_points", ROOT / "bench" / "reference_points.py")
-models = _load("bench_models", ROOT / "bench" / "models.py")
-make_data = _load("make_data", ROOT / "training" / "make_data.py")
+rp = load_script("reference_points", "bench/reference_points.py")
+models = load_script("bench_models", "bench/models.py")
+make_data = load_script("make_data", "training/make_data.py")
 POINT_SITES = [s for s in models.SITES if (models.POINTS / f"{s.name}.gpkg").is_file()]
 
 
@@ -117,7 +108,7 @@ def test_points_outside_the_image_are_refused(shared_data, tmp_path):
         rp.read_points(models.POINTS / f"{site.name}.gpkg", other)
 
 
-sample_points = _load("sample_points", ROOT / "training" / "sample_points.py")
+sample_points = load_script("sample_points", "training/sample_points.py")
 
 
 def _second_phase_block():
