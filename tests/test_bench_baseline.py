@@ -11,7 +11,6 @@ from script_loader import load_script
 from eoseg.config import DatasetConfig, validate
 from eoseg.dataset import make_dataset, read_label
 
-ROOT = Path(__file__).resolve().parents[1]
 OB = Path(__file__).parent / "data" / "ocean_beach"
 SMALL = {"n_estimators": 10, "max_depth": 12, "n_jobs": 1, "max_train_pixels": 10_000}
 

@@ -8,9 +8,6 @@ import pytest
 import rasterio
 from script_loader import load_script
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
 rp = load_script("reference_points", "bench/reference_points.py")
 models = load_script("bench_models", "bench/models.py")
 make_data = load_script("make_data", "training/make_data.py")
