@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import argparse
 import math
-import tempfile
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +30,9 @@ import numpy as np
 import rasterio
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+from models import predict_images  # noqa: E402
+
 SCENE = ROOT.parent / "shared" / "data" / "scenes" / "sentinel2_virginia" / \
     "S2A_18SVG_20160112_L1C_virginia_10m_6band.tif"
 POINTS = ROOT / "training" / "points" / "virginia_marsh.gpkg"
@@ -93,17 +96,6 @@ def score(classes: np.ndarray, mask: np.ndarray, points: MarshPoints) -> dict:
             "decided": int(decided.sum()), "decided_right": int((said[decided] == truth[decided]).sum())}
 
 
-def classify(model: str, scene: Path) -> np.ndarray:
-    from eoseg import Predictor
-    from eoseg.predict import PredictSettings
-
-    with tempfile.TemporaryDirectory() as tmp:
-        result = Predictor(model.split("+") if "+" in model else model, PredictSettings()).predict(
-            scene, tmp, progress=False)
-        with rasterio.open(result.outputs["classes"]) as ds:
-            return ds.read(1)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["resunet"])
@@ -115,7 +107,7 @@ def main() -> None:
           f"marsh, {int((points.classes == 'water').sum())} water, {int((points.classes == 'unsure').sum())} unsure)")
     print(f"{'model':<28} {'mask water':>10} {'marsh points called water [95 %]':>34} {'decided right':>14}")
     for model in args.models:
-        s = score(classify(model, args.scene), mask, points)
+        s = score(predict_images(model, [args.scene])[0], mask, points)
         low, high = s["marsh_points_water_ci"]
         print(f"{model:<28} {100 * s['mask_water']:>9.1f}% "
               f"{s['marsh_points_water']:>10d}/{s['marsh_points']} = {s['marsh_points_water'] / s['marsh_points']:.2f} "

@@ -148,17 +148,22 @@ def members(model: str) -> list[str]:
     return model.split("+")
 
 
-def predict_bundle(model: str, blocks: Sequence[Block]) -> list[np.ndarray]:
+def predict_images(model: str, images: Sequence[Path]) -> list[np.ndarray]:
+    """The class map ``eoseg predict`` writes for each of ``images`` (the card's defaults)."""
     from eoseg.predict import Predictor, PredictSettings
 
     predictor = Predictor(members(model), PredictSettings(overwrite=True))
     out = []
     with tempfile.TemporaryDirectory() as tmp:
-        for block in blocks:
-            result = predictor.predict(block.image, tmp, progress=False)
+        for image in images:
+            result = predictor.predict(image, tmp, progress=False)
             with rasterio.open(result.outputs["classes"]) as ds:
                 out.append(ds.read(1))
     return out
+
+
+def predict_bundle(model: str, blocks: Sequence[Block]) -> list[np.ndarray]:
+    return predict_images(model, [block.image for block in blocks])
 
 
 def pixel_forest(train: Sequence[Block], blocks: Sequence[Block], seed: int = 0,
