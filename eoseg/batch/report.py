@@ -94,9 +94,9 @@ class ReportWriter:
         """Merge ``ordered`` (this run's outcomes, input order) into the report already at :attr:`path`."""
         self.fh.close()
         with _locked(self.path):
-            merged = merge_reports(read_report(self.path), [json.loads(self.line(o)) for o in ordered])
+            merged = merge_reports(read_report(self.path), ordered)
             with open(self.tmp, "w", encoding="utf-8") as fh:
-                fh.writelines(json.dumps(line, default=str) + "\n" for line in merged)
+                fh.writelines(self.line(line) for line in merged)
             publish(self.tmp, self.path)
 
     def abandon(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 
+from eoseg.batch import report
 from eoseg.batch.report import ReportWriter, merge_reports, read_report
 
 
@@ -35,16 +36,28 @@ def test_a_second_run_into_one_out_keeps_the_first_runs_lines(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["report.jsonl"]  # no temporary or lock file left
 
 
-def test_runs_finishing_at_once_all_land(tmp_path):
+def test_runs_finishing_at_once_all_land(tmp_path, monkeypatch):
+    """The second run reaches its merge while the first is inside its own: it waits for the first's report."""
     path = tmp_path / "report.jsonl"
-    writers = [ReportWriter(path) for _ in range(8)]
-    threads = [threading.Thread(target=w.finish, args=([outcome(f"{i}-{j}.tif", "ok") for j in range(50)],))
-               for i, w in enumerate(writers)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert len(read_report(path)) == 400
+    first_inside, second_done = threading.Event(), threading.Event()
+    real = report.merge_reports
+
+    def slow_merge(earlier, new):
+        if new[0]["relpath"] == "first.tif":
+            first_inside.set()
+            second_done.wait(timeout=1)  # with the lock the second cannot finish meanwhile: this times out
+        return real(earlier, new)
+
+    monkeypatch.setattr(report, "merge_reports", slow_merge)
+    first, second = ReportWriter(path), ReportWriter(path)
+    one = threading.Thread(target=first.finish, args=([outcome("first.tif", "ok")],))
+    one.start()
+    assert first_inside.wait(timeout=10)
+    two = threading.Thread(target=lambda: (second.finish([outcome("second.tif", "ok")]), second_done.set()))
+    two.start()
+    one.join()
+    two.join()
+    assert sorted(line["relpath"] for line in read_report(path)) == ["first.tif", "second.tif"]
 
 
 def test_unreadable_lines_of_an_old_report_are_dropped(tmp_path):
